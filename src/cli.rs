@@ -1,0 +1,202 @@
+//! The command-line grammar.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  failure (the message says what went wrong and what to do)
+  2  usage error (unknown option, missing argument)
+  3  `store verify` found problems it did not repair
+  4  the store database stayed locked by another process (see NOODLE_DB_TIMEOUT)
+  5  refused: the path is still referenced, rooted or in use
+
+Environment:
+  NOODLE_ROOT        physical root of the store (as --root)
+  NOODLE_STORE_DIR   logical store directory for `init` (as --store-dir)
+  NOODLE_DB_TIMEOUT  seconds to wait for a database locked by another process (default 60)
+  NOODLE_FAILPOINT   crash testing: abort at a named failure point, e.g. add:after-rename
+
+Files (under the root R):
+  R/noodle/store/<hash>-<name>    read-only store paths
+  R/noodle/var/db/store.sqlite    the database
+  R/noodle/var/gcroots/           symlinks that keep paths alive (as do var/profiles/)";
+
+/// noodle: an immutable-generations package store for Linux.
+///
+/// Everything lives in a read-only, hash-addressed store; the database records every valid path
+/// and its references. Store paths are printed on stdout one per line (and nothing else goes
+/// there); progress and messages go to stderr.
+#[derive(Debug, Parser)]
+#[command(name = "noodle", version, after_long_help = EXIT_CODES, after_help = "Run `noodle --help` for exit codes, environment and files.")]
+pub struct Cli {
+    /// Physical root of the store [default: / for root, $XDG_DATA_HOME/noodle otherwise].
+    #[arg(long, global = true, env = "NOODLE_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// Print machine-readable JSON on stdout instead of human output.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More detail on stderr.
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+
+    /// Only errors on stderr; no progress bars.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a store under the root (does nothing if one is there).
+    ///
+    /// The logical store directory is fixed here and recorded in the database; later commands
+    /// refuse a different one.
+    Init {
+        /// The logical store directory that store paths will name.
+        #[arg(
+            long,
+            env = "NOODLE_STORE_DIR",
+            default_value = "/noodle/store",
+            value_name = "DIR"
+        )]
+        store_dir: String,
+    },
+    /// Work with the store itself: add, inspect, verify, collect garbage.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Add a file or directory tree; prints its store path.
+    ///
+    /// The tree is canonicalised (read-only modes, modification time 1, no setuid/setgid/sticky
+    /// bits, no extended attributes, no hard links) and named by the BLAKE3 hash of its NAR
+    /// serialisation. Adding the same contents again prints the same path and writes nothing.
+    /// A symlink given as the argument is followed; symlinks inside the tree are kept.
+    /// Creates the store if there is none yet.
+    Add(AddArgs),
+    /// Write the NAR serialisation of a store path (or any file tree) to stdout.
+    ///
+    /// The bytes are exactly those of `nix-store --dump` for the same tree.
+    Dump {
+        /// A store path, or any path on the filesystem.
+        path: PathBuf,
+    },
+    /// Read a NAR from stdin and unpack it into DIR, which must not exist.
+    ///
+    /// Archives with unsorted or duplicate entries, forbidden names ('..', '/', NUL, over-long),
+    /// nesting deeper than 64, or truncated data are refused and nothing is left behind.
+    Restore {
+        /// Where to unpack (created; must not exist).
+        dir: PathBuf,
+    },
+    /// Show a valid path's hash, size, references and registration time.
+    PathInfo {
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Print the closure of paths: everything they reference, recursively (themselves included).
+    Closure {
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// Follow referrers instead: everything that depends on the paths.
+        #[arg(long)]
+        referrers: bool,
+    },
+    /// Check the store: database against files, and with --check-contents every hash.
+    ///
+    /// Finds registered paths whose files are gone, unregistered leftovers (from a crash),
+    /// wrong permissions or times, and with --check-contents names each damaged file.
+    /// Exit code 3 when problems remain.
+    Verify {
+        /// Re-hash every path (in parallel) and compare with the recorded hash.
+        #[arg(long)]
+        check_contents: bool,
+        /// Remove unregistered leftovers, fix metadata; report damage it cannot restore.
+        #[arg(long)]
+        repair: bool,
+        /// Only these paths (default: the whole store).
+        paths: Vec<String>,
+    },
+    /// Delete every path not reachable from a root (profiles, gcroots, running processes).
+    Gc {
+        /// List what would be deleted, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Stop once this much (NAR size) is freed, e.g. 500M, 2G.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        max_freed: Option<u64>,
+    },
+    /// Hard-link identical files of valid paths together, to save space.
+    Optimise,
+    /// Delete specific paths; refused while they are referenced or rooted.
+    Delete {
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// List the GC roots: each link and the store path it keeps alive.
+    Roots,
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// The file or directory to add.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Name part of the store path [default: the source's file name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Record references to valid store paths whose hashes occur in the tree's bytes.
+    #[arg(long)]
+    pub scan_references: bool,
+    /// Keep the result alive: create the root var/gcroots/NAME pointing at it.
+    #[arg(long, value_name = "NAME")]
+    pub gc_root: Option<String>,
+}
+
+/// Parses `123`, `10K`, `500M`, `2G`, `1T` (powers of 1024), or with a trailing `B`/`iB`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text
+        .trim()
+        .trim_end_matches(['B', 'b'])
+        .trim_end_matches('i');
+    let (digits, shift) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 30),
+        Some('T' | 't') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: f64 = digits.trim().parse().map_err(|_| {
+        format!("'{text}' is not a size: use a number with an optional K, M, G or T suffix")
+    })?;
+    Ok((n * (1u64 << shift) as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("123"), Ok(123));
+        assert_eq!(parse_size("10K"), Ok(10 * 1024));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("2MiB"), Ok(2 << 20));
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn grammar_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

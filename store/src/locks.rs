@@ -1,0 +1,216 @@
+//! Locks between noodle processes: the GC lock, per-path locks, and temporary roots.
+//!
+//! Protocol (the GC side is in gc.rs):
+//! - every process that creates store paths holds an exclusive lock on `temproots/<pid>` for
+//!   its whole life; a lock the GC can take means the owner is dead;
+//! - a path is added to that file under a *shared* GC lock, and the GC holds the lock
+//!   *exclusively* while it reads roots and invalidates, so a temporary root is either seen by a
+//!   running collection or written after that collection has decided;
+//! - adding one path is serialised by a lock file named after its digest.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::dirs::StoreDirs;
+use crate::error::Result;
+
+fn open_lock_file(path: &Path) -> Result<File> {
+    Ok(fs_err::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?
+        .into_parts()
+        .0)
+}
+
+fn lock(file: File, arg: FlockArg, path: &Path) -> Result<Flock<File>> {
+    Flock::lock(file, arg).map_err(|(_, errno)| {
+        std::io::Error::new(
+            std::io::Error::from(errno).kind(),
+            format!("failed to lock '{}': {errno}", path.display()),
+        )
+        .into()
+    })
+}
+
+/// Tries to lock without waiting; `None` when someone else holds it.
+fn try_lock(file: File, exclusive: bool, path: &Path) -> Result<Option<Flock<File>>> {
+    let arg = if exclusive {
+        FlockArg::LockExclusiveNonblock
+    } else {
+        FlockArg::LockSharedNonblock
+    };
+    match Flock::lock(file, arg) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, errno)) => Err(std::io::Error::new(
+            std::io::Error::from(errno).kind(),
+            format!("failed to lock '{}': {errno}", path.display()),
+        )
+        .into()),
+    }
+}
+
+/// The GC lock: exclusive for a collection's decision, shared to publish a temporary root.
+pub struct GcLock {
+    _lock: Flock<File>,
+}
+
+impl GcLock {
+    pub fn exclusive(dirs: &StoreDirs) -> Result<Self> {
+        let path = dirs.gc_lock();
+        let file = open_lock_file(&path)?;
+        Ok(Self {
+            _lock: lock(file, FlockArg::LockExclusive, &path)?,
+        })
+    }
+
+    pub fn shared(dirs: &StoreDirs) -> Result<Self> {
+        let path = dirs.gc_lock();
+        let file = open_lock_file(&path)?;
+        Ok(Self {
+            _lock: lock(file, FlockArg::LockShared, &path)?,
+        })
+    }
+}
+
+/// This process's temporary roots: paths it is creating or about to return.
+pub struct TempRoots {
+    file: Flock<File>,
+    path: PathBuf,
+    dirs: StoreDirs,
+}
+
+impl TempRoots {
+    pub fn create(dirs: &StoreDirs) -> Result<Self> {
+        let path = dirs.temproots().join(std::process::id().to_string());
+        let file = open_lock_file(&path)?;
+        let file = lock(file, FlockArg::LockExclusive, &path)?;
+        // A file left by a dead process with our pid holds nothing of ours.
+        file.set_len(0)?;
+        Ok(Self {
+            file,
+            path,
+            dirs: dirs.clone(),
+        })
+    }
+
+    /// Protects `paths` (logical store paths) from any collection that has not yet decided.
+    pub fn add(&mut self, paths: &[String]) -> Result<()> {
+        let _gc = GcLock::shared(&self.dirs)?;
+        let mut text = String::new();
+        for path in paths {
+            text.push_str(path);
+            text.push('\n');
+        }
+        let path = self.path.clone();
+        (&*self.file).write_all(text.as_bytes()).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("failed to write '{}': {e}", path.display()),
+            )
+        })?;
+        Ok(())
+    }
+}
+
+impl Drop for TempRoots {
+    fn drop(&mut self) {
+        // Best effort: a file left behind is removed by the next GC, which can lock it.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The temporary roots of live processes, and the pids of those processes. Files of dead
+/// processes are removed. Call with the GC lock held exclusively.
+pub fn live_temproots(dirs: &StoreDirs) -> Result<(HashSet<String>, HashSet<u32>)> {
+    let mut roots = HashSet::new();
+    let mut pids = HashSet::new();
+    let own = std::process::id();
+    for entry in fs_err::read_dir(dirs.temproots())? {
+        let entry = entry?;
+        let path = entry.path();
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let mut file = match fs_err::File::open(&path) {
+            Ok(f) => f.into_parts().0,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let mut text = String::new();
+        file.read_to_string(&mut text)?;
+        if pid != own {
+            if let Some(_dead) = try_lock(file, false, &path)? {
+                let _ = fs_err::remove_file(&path);
+                continue;
+            }
+        }
+        pids.insert(pid);
+        roots.extend(text.lines().map(str::to_owned));
+    }
+    Ok((roots, pids))
+}
+
+/// Serialises work on one store path between processes.
+pub struct PathLock {
+    lock: Option<Flock<File>>,
+    path: PathBuf,
+}
+
+impl PathLock {
+    pub fn acquire(dirs: &StoreDirs, digest: &str) -> Result<Self> {
+        let path = dirs.locks().join(format!("{digest}.lock"));
+        loop {
+            let file = open_lock_file(&path)?;
+            let lock = lock(file, FlockArg::LockExclusive, &path)?;
+            // The previous holder unlinks the file when done; a lock on an unlinked file
+            // excludes nobody, so start again on the new file.
+            let held = lock.metadata()?;
+            match fs_err::metadata(&path) {
+                Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
+                    return Ok(Self {
+                        lock: Some(lock),
+                        path,
+                    })
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl Drop for PathLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        drop(self.lock.take());
+    }
+}
+
+/// Whether the process with this pid holds its temporary-roots lock (so is alive and ours).
+pub fn process_is_live(dirs: &StoreDirs, pid: u32) -> Result<bool> {
+    if pid == std::process::id() {
+        return Ok(true);
+    }
+    let path = dirs.temproots().join(pid.to_string());
+    let file = match fs_err::File::open(&path) {
+        Ok(f) => f.into_parts().0,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(try_lock(file, false, &path)?.is_none())
+}

@@ -1,0 +1,293 @@
+//! Walking a tree into its NAR layout, and producing any byte range of that archive.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("'{0}' is a {1}; the store holds only regular files, directories and symlinks: remove it from the tree first")]
+    SpecialFile(PathBuf, &'static str),
+    #[error("'{0}' changed while it was being read (size or modification time differs): stop whatever is writing to it and try again")]
+    Changed(PathBuf),
+    #[error("writing the archive failed: {source}")]
+    Write { source: std::io::Error },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    Directory,
+    Regular {
+        executable: bool,
+        size: u64,
+        /// Modification and change times seen by the walk, to detect a file changing under us.
+        mtime_ns: i128,
+        ctime_ns: i128,
+    },
+    Symlink {
+        target: OsString,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Relative to the root of the tree; empty for the root itself.
+    pub rel: PathBuf,
+    pub kind: EntryKind,
+    /// Where the file's contents start in the archive (regular files only).
+    pub contents_offset: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Segment {
+    Literal { start: usize, len: usize },
+    Contents { entry: usize, len: u64 },
+}
+
+/// The archive of one tree, as literal bytes interleaved with references to file contents.
+#[derive(Debug)]
+pub struct NarLayout {
+    root: PathBuf,
+    entries: Vec<Entry>,
+    literals: Vec<u8>,
+    /// Segments in archive order with their starting offsets.
+    segments: Vec<(u64, Segment)>,
+    size: u64,
+}
+
+struct Builder {
+    root: PathBuf,
+    entries: Vec<Entry>,
+    literals: Vec<u8>,
+    segments: Vec<(u64, Segment)>,
+    offset: u64,
+    pending_literal: usize,
+}
+
+impl Builder {
+    fn bytes(&mut self, data: &[u8]) {
+        self.literals.extend_from_slice(data);
+    }
+
+    fn str(&mut self, data: &[u8]) {
+        self.bytes(&(data.len() as u64).to_le_bytes());
+        self.bytes(data);
+        self.bytes(&[0u8; 8][..padding(data.len() as u64)]);
+    }
+
+    fn flush_literal(&mut self) {
+        let len = self.literals.len() - self.pending_literal;
+        if len > 0 {
+            self.segments.push((
+                self.offset,
+                Segment::Literal {
+                    start: self.pending_literal,
+                    len,
+                },
+            ));
+            self.offset += len as u64;
+            self.pending_literal = self.literals.len();
+        }
+    }
+
+    fn node(&mut self, rel: PathBuf) -> Result<(), LayoutError> {
+        let path = self.root.join(&rel);
+        let meta = fs_err::symlink_metadata(&path)?;
+        let file_type = meta.file_type();
+        self.str(b"(");
+        self.str(b"type");
+        if file_type.is_dir() {
+            self.str(b"directory");
+            self.entries.push(Entry {
+                rel: rel.clone(),
+                kind: EntryKind::Directory,
+                contents_offset: 0,
+            });
+            let mut names: Vec<OsString> = fs_err::read_dir(&path)?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<_, _>>()?;
+            names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            for name in names {
+                self.str(b"entry");
+                self.str(b"(");
+                self.str(b"name");
+                self.str(name.as_bytes());
+                self.str(b"node");
+                self.node(rel.join(&name))?;
+                self.str(b")");
+            }
+        } else if file_type.is_symlink() {
+            let target = fs_err::read_link(&path)?.into_os_string();
+            self.str(b"symlink");
+            self.str(b"target");
+            self.str(target.as_bytes());
+            self.entries.push(Entry {
+                rel,
+                kind: EntryKind::Symlink { target },
+                contents_offset: 0,
+            });
+        } else if file_type.is_file() {
+            self.str(b"regular");
+            let executable = meta.mode() & 0o100 != 0;
+            if executable {
+                self.str(b"executable");
+                self.str(b"");
+            }
+            self.str(b"contents");
+            let size = meta.len();
+            self.bytes(&size.to_le_bytes());
+            self.flush_literal();
+            let index = self.entries.len();
+            self.entries.push(Entry {
+                rel,
+                kind: EntryKind::Regular {
+                    executable,
+                    size,
+                    mtime_ns: nanos(meta.mtime(), meta.mtime_nsec()),
+                    ctime_ns: nanos(meta.ctime(), meta.ctime_nsec()),
+                },
+                contents_offset: self.offset,
+            });
+            if size > 0 {
+                self.segments.push((
+                    self.offset,
+                    Segment::Contents {
+                        entry: index,
+                        len: size,
+                    },
+                ));
+                self.offset += size;
+            }
+            self.bytes(&[0u8; 8][..padding(size)]);
+        } else {
+            use std::os::unix::fs::FileTypeExt;
+            let what = if file_type.is_block_device() {
+                "block device"
+            } else if file_type.is_char_device() {
+                "character device"
+            } else if file_type.is_fifo() {
+                "named pipe (fifo)"
+            } else {
+                "socket"
+            };
+            return Err(LayoutError::SpecialFile(path, what));
+        }
+        self.str(b")");
+        Ok(())
+    }
+}
+
+fn nanos(secs: i64, nsecs: i64) -> i128 {
+    i128::from(secs) * 1_000_000_000 + i128::from(nsecs)
+}
+
+pub(crate) fn padding(len: u64) -> usize {
+    ((8 - len % 8) % 8) as usize
+}
+
+impl NarLayout {
+    /// Walks `root` (not following symlinks inside it) into its archive layout.
+    pub fn of(root: &Path) -> Result<Self, LayoutError> {
+        let mut builder = Builder {
+            root: root.to_owned(),
+            entries: Vec::new(),
+            literals: Vec::new(),
+            segments: Vec::new(),
+            offset: 0,
+            pending_literal: 0,
+        };
+        builder.str(b"nix-archive-1");
+        builder.node(PathBuf::new())?;
+        builder.flush_literal();
+        Ok(Self {
+            root: builder.root,
+            entries: builder.entries,
+            literals: builder.literals,
+            segments: builder.segments,
+            size: builder.offset,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    pub fn nar_size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn reader(&self) -> RangeReader<'_> {
+        RangeReader {
+            layout: self,
+            open: None,
+        }
+    }
+}
+
+/// Produces byte ranges of an archive, keeping the last file open for the next range.
+pub struct RangeReader<'a> {
+    layout: &'a NarLayout,
+    open: Option<(usize, File)>,
+}
+
+impl RangeReader<'_> {
+    /// Fills `buf` with the archive bytes starting at `offset`.
+    pub fn fill(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), LayoutError> {
+        let segments = &self.layout.segments;
+        let mut index = segments.partition_point(|(start, _)| *start <= offset) - 1;
+        let mut filled = 0usize;
+        while filled < buf.len() {
+            let (start, segment) = &segments[index];
+            let at = offset + filled as u64;
+            let within = at - start;
+            match segment {
+                Segment::Literal { start: lit, len } => {
+                    let take = (len - within as usize).min(buf.len() - filled);
+                    let from = lit + within as usize;
+                    buf[filled..filled + take]
+                        .copy_from_slice(&self.layout.literals[from..from + take]);
+                    filled += take;
+                }
+                Segment::Contents { entry, len } => {
+                    let take = ((len - within) as usize).min(buf.len() - filled);
+                    self.read_contents(*entry, within, &mut buf[filled..filled + take])?;
+                    filled += take;
+                }
+            }
+            index += 1;
+        }
+        Ok(())
+    }
+
+    fn read_contents(&mut self, entry: usize, at: u64, buf: &mut [u8]) -> Result<(), LayoutError> {
+        let path = self.layout.root.join(&self.layout.entries[entry].rel);
+        if self.open.as_ref().map(|(i, _)| *i) != Some(entry) {
+            let file = fs_err::File::open(&path)?;
+            self.open = Some((entry, file.into_parts().0));
+        }
+        let (_, file) = self.open.as_ref().expect("opened just above");
+        let mut done = 0;
+        while done < buf.len() {
+            match file.read_at(&mut buf[done..], at + done as u64) {
+                Ok(0) => return Err(LayoutError::Changed(path)),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(LayoutError::Io(std::io::Error::new(
+                        e.kind(),
+                        format!("failed to read '{}': {e}", path.display()),
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+}

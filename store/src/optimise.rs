@@ -1,0 +1,189 @@
+//! `store optimise`: hard-link identical files of valid paths through the link farm
+//! `.links/<xx>/<blake3 hex>`.
+//!
+//! Only files of *registered* paths are considered, and their content hashes come from the
+//! database, recorded when the path was added: a file still being written lives in var/tmp
+//! and is not registered, so it can never be linked to anything (the Nix bug where a file
+//! being written was linked to a different one cannot happen). A new farm entry is hashed
+//! again before it is created, so damage cannot spread through the farm.
+
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::error::Result;
+use crate::hash::Blake3;
+use crate::locks::GcLock;
+use crate::progress::Progress;
+use crate::store::Store;
+use crate::{canon, copy, failpoint};
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct OptimiseReport {
+    /// Files replaced by a hard link to an identical file.
+    pub files_linked: u64,
+    /// Bytes no longer stored twice.
+    pub bytes_saved: u64,
+    /// New link-farm entries.
+    pub farm_entries: u64,
+    /// Files whose contents no longer match their recorded hash (left alone; see verify).
+    pub skipped_damaged: Vec<String>,
+}
+
+struct File {
+    path: PathBuf,
+    size: u64,
+}
+
+impl Store {
+    pub fn optimise(&mut self, progress: &dyn Progress) -> Result<OptimiseReport> {
+        // Shared: adds go on; a collection cannot prune the farm under us.
+        let _lock = GcLock::shared(&self.dirs)?;
+        let store = self.dirs.store();
+        let mut groups: HashMap<Blake3, Vec<File>> = HashMap::new();
+        for crate::db::StoredFile {
+            path,
+            rel,
+            size,
+            hash,
+        } in self.db.regular_files()?
+        {
+            let base = path.rsplit('/').next().unwrap_or_default();
+            let mut physical = store.join(base);
+            if !rel.is_empty() {
+                physical.push(std::ffi::OsStr::from_bytes(&rel));
+            }
+            groups.entry(hash).or_default().push(File {
+                path: physical,
+                size,
+            });
+        }
+        let mut groups: Vec<(Blake3, Vec<File>)> = groups.into_iter().collect();
+        groups.sort_by_key(|(hash, _)| *hash);
+        progress.phase("linking", groups.len() as u64);
+
+        // Phase 1: make sure each content has a farm entry; decide which files to replace.
+        let links = self.dirs.links();
+        let decided: Vec<Decision> = groups
+            .par_iter()
+            .map(|(hash, files)| {
+                let decision = decide(&links, hash, files);
+                progress.advance(1);
+                decision
+            })
+            .collect::<Result<_>>()?;
+        progress.finish();
+
+        let mut report = OptimiseReport::default();
+        let mut by_dir: HashMap<PathBuf, Vec<(PathBuf, PathBuf, u64)>> = HashMap::new();
+        for decision in decided {
+            report.farm_entries += u64::from(decision.created);
+            report.skipped_damaged.extend(decision.damaged);
+            for (file, size) in decision.replace {
+                let dir = file.parent().unwrap_or(Path::new("/")).to_owned();
+                by_dir
+                    .entry(dir)
+                    .or_default()
+                    .push((file, decision.link.clone(), size));
+            }
+        }
+
+        // Phase 2: replace files, one directory per task, since a directory is made writable
+        // only for as long as its own replacements take.
+        let results: Vec<(u64, u64)> = by_dir
+            .par_iter()
+            .map(|(dir, files)| replace_in_dir(dir, files))
+            .collect::<Result<_>>()?;
+        for (linked, saved) in results {
+            report.files_linked += linked;
+            report.bytes_saved += saved;
+        }
+        crate::sync::syncfs(&store)?;
+        Ok(report)
+    }
+}
+
+struct Decision {
+    link: PathBuf,
+    created: bool,
+    replace: Vec<(PathBuf, u64)>,
+    damaged: Vec<String>,
+}
+
+fn decide(links: &Path, hash: &Blake3, files: &[File]) -> Result<Decision> {
+    let hex = hash.to_hex();
+    let link = links.join(&hex[..2]).join(&hex);
+    let mut decision = Decision {
+        link: link.clone(),
+        created: false,
+        replace: Vec::new(),
+        damaged: Vec::new(),
+    };
+    let farm = match fs_err::metadata(&link) {
+        Ok(meta) => Some(meta),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    let farm_ino = match farm {
+        Some(meta) => meta.ino(),
+        None => {
+            // Seed the farm from the first file whose contents really are `hash`.
+            let mut seeded = None;
+            for file in files {
+                if copy::hash_file(&file.path)? == *hash {
+                    fs_err::create_dir_all(link.parent().expect("farm entries are in shards"))?;
+                    match fs_err::hard_link(&file.path, &link) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    failpoint::hit("optimise:after-link-farm");
+                    decision.created = true;
+                    seeded = Some(fs_err::metadata(&link)?.ino());
+                    break;
+                }
+                decision.damaged.push(file.path.display().to_string());
+            }
+            match seeded {
+                Some(ino) => ino,
+                None => return Ok(decision),
+            }
+        }
+    };
+    for file in files {
+        let meta = fs_err::symlink_metadata(&file.path)?;
+        if meta.ino() != farm_ino
+            && meta.len() == file.size
+            && !decision.damaged.contains(&file.path.display().to_string())
+        {
+            let saved = if meta.nlink() == 1 { file.size } else { 0 };
+            decision.replace.push((file.path.clone(), saved));
+        }
+    }
+    Ok(decision)
+}
+
+fn replace_in_dir(dir: &Path, files: &[(PathBuf, PathBuf, u64)]) -> Result<(u64, u64)> {
+    canon::make_writable(dir)?;
+    failpoint::hit("optimise:dir-writable");
+    let mut linked = 0;
+    let mut saved = 0;
+    let result = (|| -> Result<()> {
+        for (file, link, size) in files {
+            let tmp = dir.join(format!(".tmp-link-{}", std::process::id()));
+            let _ = std::fs::remove_file(&tmp);
+            fs_err::hard_link(link, &tmp)?;
+            fs_err::rename(&tmp, file)?;
+            failpoint::hit("optimise:after-replace");
+            linked += 1;
+            saved += size;
+        }
+        Ok(())
+    })();
+    // Put the directory back whatever happened: read-only again, time 1.
+    canon::directory(dir)?;
+    result.map(|()| (linked, saved))
+}

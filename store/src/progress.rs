@@ -1,0 +1,13 @@
+//! How long work reports its progress; the CLI draws bars, tests and scripts ignore it.
+
+pub trait Progress: Sync {
+    /// A new phase of `total` units (bytes unless the phase says otherwise).
+    fn phase(&self, _name: &str, _total: u64) {}
+    fn advance(&self, _units: u64) {}
+    fn finish(&self) {}
+}
+
+/// Reports nothing.
+pub struct Silent;
+
+impl Progress for Silent {}

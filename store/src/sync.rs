@@ -1,0 +1,38 @@
+//! Durability helpers: contents reach the disk before the database says they exist.
+
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use crate::error::Result;
+
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    fs_err::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Flushes everything written to the filesystem holding `dir`, in one call: far cheaper than
+/// an fsync per file when a tree of thousands of files was just written.
+pub fn syncfs(dir: &Path) -> Result<()> {
+    let file = fs_err::File::open(dir)?;
+    nix::unistd::syncfs(file.as_raw_fd()).map_err(|errno| {
+        std::io::Error::new(
+            std::io::Error::from(errno).kind(),
+            format!(
+                "failed to sync the filesystem of '{}': {errno}",
+                dir.display()
+            ),
+        )
+    })?;
+    Ok(())
+}
+
+/// Replaces `link` by a symlink to `target` atomically (temp name, rename, fsync the directory).
+pub fn replace_symlink(target: &Path, link: &Path) -> Result<()> {
+    let dir = link.parent().unwrap_or(Path::new("."));
+    let name = link.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    fs_err::os::unix::fs::symlink(target, &tmp)?;
+    fs_err::rename(&tmp, link)?;
+    fsync_dir(dir)
+}
