@@ -23,13 +23,30 @@ pub fn exit_code_of(error: &anyhow::Error) -> ExitCode {
 }
 
 pub fn print_error(cli: &Cli, error: &anyhow::Error) {
-    let message = format!("{error:#}");
+    let message = error_message(error);
     if cli.json {
         let json = serde_json::json!({ "error": message });
         eprintln!("{json}");
     } else {
         eprintln!("noodle: error: {message}");
     }
+}
+
+/// The error and its causes joined by ": ", leaving out a cause whose text the message already
+/// holds (most errors quote their source, which `{:#}` would print a second time).
+fn error_message(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
 }
 
 /// Writes a value as pretty JSON on stdout.
@@ -87,6 +104,7 @@ pub fn utc_time(secs: i64) -> String {
 /// Progress bars on stderr when it is a terminal (and not --quiet or --json).
 pub struct Bars {
     enabled: bool,
+    verbose: bool,
     bar: Mutex<Option<ProgressBar>>,
 }
 
@@ -94,6 +112,7 @@ impl Bars {
     pub fn new(cli: &Cli) -> Self {
         Self {
             enabled: !cli.quiet && std::io::stderr().is_terminal(),
+            verbose: cli.verbose,
             bar: Mutex::new(None),
         }
     }
@@ -125,6 +144,12 @@ impl Progress for Bars {
             if let Some(bar) = slot.as_ref() {
                 bar.inc(units);
             }
+        }
+    }
+
+    fn note(&self, message: &str) {
+        if self.verbose {
+            eprintln!("{message}");
         }
     }
 

@@ -22,7 +22,10 @@ pub fn run(cli: &Cli, command: &StoreCommand) -> anyhow::Result<ExitCode> {
                     let mut physical = store.physical(&store_path);
                     let logical = store.logical(&store_path);
                     if let Ok(rest) = path.strip_prefix(&logical) {
-                        physical.push(rest);
+                        // Pushing "" would add a trailing '/', which a single-file path refuses.
+                        if !rest.as_os_str().is_empty() {
+                            physical.push(rest);
+                        }
                     }
                     physical
                 }

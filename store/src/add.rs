@@ -6,6 +6,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use crate::error::{Result, StoreError};
 use crate::hash::Blake3;
@@ -41,16 +42,32 @@ static STAGING_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Resolves the argument the user named (following a symlink given on the command line).
 fn resolve_source(source: &Path) -> Result<PathBuf> {
-    fs_err::canonicalize(source).map_err(|e| {
+    // std, not fs_err: fs_err's wrapped error has no raw OS error to recognise a loop by.
+    std::fs::canonicalize(source).map_err(|e| {
         if e.raw_os_error() == Some(libc::ELOOP) {
             StoreError::BadInput {
                 path: source.to_owned(),
                 why: "it is a symlink loop (too many levels of symbolic links)".into(),
             }
         } else {
-            e.into()
+            std::io::Error::new(
+                e.kind(),
+                format!("failed to canonicalize path `{}`: {e}", source.display()),
+            )
+            .into()
         }
     })
+}
+
+/// A gc root name is a plain file name; checked before anything is written.
+fn check_gc_root_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(StoreError::BadInput {
+            path: PathBuf::from(name),
+            why: "a gc root name is a plain file name (no '/', not starting with '.')".into(),
+        });
+    }
+    Ok(())
 }
 
 fn default_name(source: &Path) -> Result<String> {
@@ -93,6 +110,9 @@ impl Store {
         progress: &dyn Progress,
     ) -> Result<Added> {
         let source = resolve_source(source)?;
+        if let Some(root) = &options.gc_root {
+            check_gc_root_name(root)?;
+        }
         let name = match &options.name {
             Some(name) => {
                 validate_name(name)?;
@@ -100,6 +120,7 @@ impl Store {
             }
             None => default_name(&source)?,
         };
+        let started = Instant::now();
         let layout = NarLayout::of(&source)?;
 
         let candidates = if options.scan_references {
@@ -113,6 +134,11 @@ impl Store {
         let advance = |n| progress.advance(n);
         let digest = hash_layout(&layout, candidate_set.as_ref(), &advance)?;
         progress.finish();
+        progress.note(&format!(
+            "hashed {} in {:.3} s",
+            source.display(),
+            started.elapsed().as_secs_f64()
+        ));
         let references: Vec<String> = match &candidates {
             Some(c) => digest
                 .references
@@ -176,6 +202,11 @@ impl Store {
         );
         if result.is_err() {
             let _ = canon::remove_tree(&staging);
+            // Renamed into the store but not registered (e.g. the database stayed locked): we
+            // hold the path's lock, so the tree is ours and incomplete; don't leave it behind.
+            if let Ok(false) = self.db.is_valid(&logical) {
+                let _ = canon::remove_tree(&dest);
+            }
         }
         result?;
         self.make_gc_root(options, &logical)?;
@@ -198,8 +229,10 @@ impl Store {
         progress: &dyn Progress,
     ) -> Result<()> {
         progress.phase("copying", layout.nar_size());
+        let started = Instant::now();
         let entries = copy::copy_tree(layout, staging, progress)?;
         progress.finish();
+        let copied = started.elapsed().as_secs_f64();
         failpoint::hit("add:after-copy");
         sync::syncfs(&self.dirs.tmp())?;
         failpoint::hit("add:after-sync");
@@ -220,6 +253,10 @@ impl Store {
             entries: &entries,
         })?;
         failpoint::hit("add:after-register");
+        progress.note(&format!(
+            "copied in {copied:.3} s, synced and registered in {:.3} s",
+            started.elapsed().as_secs_f64() - copied
+        ));
         Ok(())
     }
 
@@ -227,12 +264,7 @@ impl Store {
         let Some(name) = &options.gc_root else {
             return Ok(());
         };
-        if name.is_empty() || name.contains('/') || name.starts_with('.') {
-            return Err(StoreError::BadInput {
-                path: PathBuf::from(name),
-                why: "a gc root name is a plain file name (no '/', not starting with '.')".into(),
-            });
-        }
+        check_gc_root_name(name)?;
         sync::replace_symlink(Path::new(logical), &self.dirs.gcroots().join(name))
     }
 }

@@ -7,16 +7,18 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 
 use fs_err::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use blake3::hazmat::{ChainingValue, HasherExt};
 use rayon::prelude::*;
 
+use crate::buffers::with_buffer;
 use crate::canon;
 use crate::db::{EntryRecord, EntryRecordKind};
 use crate::error::Result;
 use crate::hash::Blake3;
-use crate::nar::layout::LayoutError;
+use crate::nar::layout::{entry_path, LayoutError};
 use crate::nar::treehash::root_of_blocks;
 use crate::nar::{EntryKind, NarLayout};
 use crate::progress::Progress;
@@ -24,6 +26,8 @@ use crate::progress::Progress;
 /// Files larger than this are copied range by range, by several threads.
 const RANGE_LEN: u64 = 1024 * 1024;
 const BUF_LEN: usize = 256 * 1024;
+/// Buffer, offset and length alignment for direct I/O (the largest logical block size in use).
+const DIRECT_ALIGN: usize = 4096;
 
 fn annotate<'a>(path: &'a Path, what: &'a str) -> impl Fn(std::io::Error) -> std::io::Error + 'a {
     let what = what.to_owned();
@@ -73,6 +77,46 @@ fn check_unchanged(file: &File, path: &Path, kind: &EntryKind) -> Result<()> {
     Ok(())
 }
 
+/// Writes one range of a big file. Where the filesystem allows, with O_DIRECT: the data goes
+/// to the disk without first filling fresh page cache, which on these machines costs more than
+/// the disk write itself (and the contents must reach the disk before registration anyway).
+/// The final range is padded to the alignment; the caller truncates the file afterwards.
+fn write_range(
+    dst: &Path,
+    aligned: &mut [u8],
+    len: usize,
+    offset: u64,
+    direct: &AtomicBool,
+) -> Result<()> {
+    if direct.load(Ordering::Relaxed) {
+        let padded = len.next_multiple_of(DIRECT_ALIGN);
+        aligned[len..padded].fill(0);
+        match fs_err::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(dst)
+        {
+            Ok(output) => match output.file().write_all_at(&aligned[..padded], offset) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    direct.store(false, Ordering::Relaxed)
+                }
+                Err(e) => return Err(annotate(dst, "write")(e).into()),
+            },
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                direct.store(false, Ordering::Relaxed)
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let output = fs_err::OpenOptions::new().write(true).open(dst)?;
+    output
+        .file()
+        .write_all_at(&aligned[..len], offset)
+        .map_err(annotate(dst, "write"))?;
+    Ok(())
+}
+
 /// Copies the tree of `layout` to `dest` (which must not exist) and returns what it recorded
 /// of each entry. Nothing is synced here; the caller syncs the whole filesystem once.
 pub fn copy_tree(
@@ -81,20 +125,8 @@ pub fn copy_tree(
     progress: &dyn Progress,
 ) -> Result<Vec<EntryRecord>> {
     let entries = layout.entries();
-    let src_of = |rel: &Path| -> PathBuf {
-        if rel.as_os_str().is_empty() {
-            layout.root().to_owned()
-        } else {
-            layout.root().join(rel)
-        }
-    };
-    let dst_of = |rel: &Path| -> PathBuf {
-        if rel.as_os_str().is_empty() {
-            dest.to_owned()
-        } else {
-            dest.join(rel)
-        }
-    };
+    let src_of = |rel: &Path| entry_path(layout.root(), rel);
+    let dst_of = |rel: &Path| entry_path(dest, rel);
 
     // Directories and symlinks first, in walk order (parents before children).
     for entry in entries {
@@ -129,17 +161,17 @@ pub fn copy_tree(
     let small: Vec<(usize, Blake3)> = files
         .par_iter()
         .filter(|&&i| size_of(i) <= RANGE_LEN)
-        .map_init(
-            || vec![0u8; BUF_LEN],
-            |buf, &i| -> Result<(usize, Blake3)> {
-                let (src, dst) = (src_of(&entries[i].rel), dst_of(&entries[i].rel));
-                let mut input = open_source(&src)?;
-                let mut output = create_dest(&dst)?;
-                let mut hasher = blake3::Hasher::new();
+        .map(|&i| -> Result<(usize, Blake3)> {
+            let (src, dst) = (src_of(&entries[i].rel), dst_of(&entries[i].rel));
+            let mut input = open_source(&src)?;
+            let mut output = create_dest(&dst)?;
+            let mut hasher = blake3::Hasher::new();
+            let want = (size_of(i) as usize).clamp(1, BUF_LEN);
+            with_buffer(want + 1, 1, |buf| -> Result<()> {
                 loop {
                     let n = input.read(buf).map_err(annotate(&src, "read"))?;
                     if n == 0 {
-                        break;
+                        return Ok(());
                     }
                     hasher.update(&buf[..n]);
                     output
@@ -147,11 +179,11 @@ pub fn copy_tree(
                         .map_err(annotate(&dst, "write"))?;
                     progress.advance(n as u64);
                 }
-                check_unchanged(&input, &src, &entries[i].kind)?;
-                canon::regular(&output, &dst, exec_of(i))?;
-                Ok((i, hasher.finalize().into()))
-            },
-        )
+            })?;
+            check_unchanged(&input, &src, &entries[i].kind)?;
+            canon::regular(&output, &dst, exec_of(i))?;
+            Ok((i, hasher.finalize().into()))
+        })
         .collect::<Result<_>>()?;
 
     // Big files: created first, then copied range by range in parallel.
@@ -171,38 +203,31 @@ pub fn copy_tree(
         .iter()
         .flat_map(|&i| (0..size_of(i).div_ceil(RANGE_LEN)).map(move |r| (i, r * RANGE_LEN)))
         .collect();
+    let direct = AtomicBool::new(true);
     let cvs: Vec<ChainingValue> = ranges
         .par_iter()
-        .map_init(
-            || vec![0u8; RANGE_LEN as usize],
-            |buf, &(i, offset)| -> Result<ChainingValue> {
-                let (src, dst) = (src_of(&entries[i].rel), dst_of(&entries[i].rel));
-                let len = RANGE_LEN.min(size_of(i) - offset) as usize;
-                let data = &mut buf[..len];
+        .map(|&(i, offset)| -> Result<ChainingValue> {
+            let (src, dst) = (src_of(&entries[i].rel), dst_of(&entries[i].rel));
+            let len = RANGE_LEN.min(size_of(i) - offset) as usize;
+            with_buffer(RANGE_LEN as usize, DIRECT_ALIGN, |aligned| {
                 let input = open_source(&src)?;
                 input
-                    .read_exact_at(data, offset)
+                    .read_exact_at(&mut aligned[..len], offset)
                     .map_err(|e| match e.kind() {
                         std::io::ErrorKind::UnexpectedEof => {
                             LayoutError::Changed(src.clone()).into()
                         }
                         _ => crate::error::StoreError::from(annotate(&src, "read")(e)),
                     })?;
-                let output = fs_err::OpenOptions::new()
-                    .write(true)
-                    .open(&dst)?
-                    .into_parts()
-                    .0;
-                output
-                    .write_all_at(data, offset)
-                    .map_err(annotate(&dst, "write"))?;
-                progress.advance(len as u64);
-                Ok(blake3::Hasher::new()
+                let cv = blake3::Hasher::new()
                     .set_input_offset(offset)
-                    .update(data)
-                    .finalize_non_root())
-            },
-        )
+                    .update(&aligned[..len])
+                    .finalize_non_root();
+                write_range(&dst, aligned, len, offset, &direct)?;
+                progress.advance(len as u64);
+                Ok(cv)
+            })
+        })
         .collect::<Result<_>>()?;
     let mut big_hashes = Vec::with_capacity(big.len());
     let mut next = 0;
@@ -222,6 +247,10 @@ pub fn copy_tree(
             .open(&dst)?
             .into_parts()
             .0;
+        // Direct writes of the last range were padded to the alignment.
+        output
+            .set_len(size_of(i))
+            .map_err(annotate(&dst, "truncate"))?;
         canon::regular(&output, &dst, exec_of(i))
     })?;
 
@@ -274,11 +303,7 @@ pub fn record_tree(root: &Path) -> Result<Vec<EntryRecord>> {
                     target: target.as_bytes().to_vec(),
                 },
                 EntryKind::Regular { executable, .. } => {
-                    let path = if entry.rel.as_os_str().is_empty() {
-                        root.to_owned()
-                    } else {
-                        root.join(&entry.rel)
-                    };
+                    let path = entry_path(root, &entry.rel);
                     EntryRecordKind::Regular {
                         executable: *executable,
                         hash: hash_file(&path)?,
@@ -301,12 +326,11 @@ pub fn record_tree(root: &Path) -> Result<Vec<EntryRecord>> {
 pub fn hash_file(path: &Path) -> Result<Blake3> {
     let mut hasher = blake3::Hasher::new();
     let mut file = open_source(path)?;
-    let mut buf = vec![0u8; BUF_LEN];
-    loop {
-        let n = file.read(&mut buf).map_err(annotate(path, "read"))?;
+    with_buffer(BUF_LEN, 1, |buf| loop {
+        let n = file.read(buf).map_err(annotate(path, "read"))?;
         if n == 0 {
             return Ok(hasher.finalize().into());
         }
         hasher.update(&buf[..n]);
-    }
+    })
 }

@@ -6,6 +6,7 @@
 
 pub mod add;
 pub mod base32;
+mod buffers;
 pub mod canon;
 pub mod copy;
 pub mod db;

@@ -95,7 +95,7 @@ impl Store {
         // only for as long as its own replacements take.
         let results: Vec<(u64, u64)> = by_dir
             .par_iter()
-            .map(|(dir, files)| replace_in_dir(dir, files))
+            .map(|(dir, files)| replace_in_dir(dir, files, *dir != store))
             .collect::<Result<_>>()?;
         for (linked, saved) in results {
             report.files_linked += linked;
@@ -166,8 +166,17 @@ fn decide(links: &Path, hash: &Blake3, files: &[File]) -> Result<Decision> {
     Ok(decision)
 }
 
-fn replace_in_dir(dir: &Path, files: &[(PathBuf, PathBuf, u64)]) -> Result<(u64, u64)> {
-    canon::make_writable(dir)?;
+/// `in_path`: `dir` belongs to a store path (made writable for the moment, then canonical
+/// again); otherwise it is the store directory itself (a path that is a single file), which is
+/// writable already and must stay so.
+fn replace_in_dir(
+    dir: &Path,
+    files: &[(PathBuf, PathBuf, u64)],
+    in_path: bool,
+) -> Result<(u64, u64)> {
+    if in_path {
+        canon::make_writable(dir)?;
+    }
     failpoint::hit("optimise:dir-writable");
     let mut linked = 0;
     let mut saved = 0;
@@ -184,6 +193,8 @@ fn replace_in_dir(dir: &Path, files: &[(PathBuf, PathBuf, u64)]) -> Result<(u64,
         Ok(())
     })();
     // Put the directory back whatever happened: read-only again, time 1.
-    canon::directory(dir)?;
+    if in_path {
+        canon::directory(dir)?;
+    }
     result.map(|()| (linked, saved))
 }

@@ -5,6 +5,8 @@ pub trait Progress: Sync {
     fn phase(&self, _name: &str, _total: u64) {}
     fn advance(&self, _units: u64) {}
     fn finish(&self) {}
+    /// A detail worth showing with --verbose (e.g. how long a phase took).
+    fn note(&self, _message: &str) {}
 }
 
 /// Reports nothing.

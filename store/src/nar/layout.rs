@@ -95,7 +95,7 @@ impl Builder {
     }
 
     fn node(&mut self, rel: PathBuf) -> Result<(), LayoutError> {
-        let path = self.root.join(&rel);
+        let path = entry_path(&self.root, &rel);
         let meta = fs_err::symlink_metadata(&path)?;
         let file_type = meta.file_type();
         self.str(b"(");
@@ -178,6 +178,16 @@ impl Builder {
         }
         self.str(b")");
         Ok(())
+    }
+}
+
+/// `root/rel`, or `root` itself for the root entry (joining "" would add a trailing slash,
+/// which fails on a file).
+pub fn entry_path(root: &Path, rel: &Path) -> PathBuf {
+    if rel.as_os_str().is_empty() {
+        root.to_owned()
+    } else {
+        root.join(rel)
     }
 }
 
@@ -268,7 +278,7 @@ impl RangeReader<'_> {
     }
 
     fn read_contents(&mut self, entry: usize, at: u64, buf: &mut [u8]) -> Result<(), LayoutError> {
-        let path = self.layout.root.join(&self.layout.entries[entry].rel);
+        let path = entry_path(&self.layout.root, &self.layout.entries[entry].rel);
         if self.open.as_ref().map(|(i, _)| *i) != Some(entry) {
             let file = fs_err::File::open(&path)?;
             self.open = Some((entry, file.into_parts().0));

@@ -9,6 +9,7 @@ use blake3::hazmat::{
 use rayon::prelude::*;
 
 use super::layout::{LayoutError, NarLayout};
+use crate::buffers::with_buffer;
 use crate::hash::Blake3;
 use crate::refscan::{RefScanner, HASH_LEN};
 
@@ -55,23 +56,24 @@ pub fn hash_layout(
     let results: Vec<BlockResult> = (0..blocks)
         .into_par_iter()
         .map_init(
-            || (layout.reader(), vec![0u8; BLOCK_LEN as usize]),
-            |(reader, buf), block| {
+            || layout.reader(),
+            |reader, block| {
                 let start = block * BLOCK_LEN;
                 let len = BLOCK_LEN.min(size - start) as usize;
-                let data = &mut buf[..len];
-                reader.fill(start, data)?;
-                let cv = blake3::Hasher::new()
-                    .set_input_offset(start)
-                    .update(data)
-                    .finalize_non_root();
-                progress(len as u64);
-                let edge = HASH_LEN - 1;
-                Ok(BlockResult {
-                    cv,
-                    found: candidates.map(|c| scan(c, data)).unwrap_or_default(),
-                    head: data[..edge.min(len)].to_vec(),
-                    tail: data[len.saturating_sub(edge)..].to_vec(),
+                with_buffer(len, 1, |data| {
+                    reader.fill(start, data)?;
+                    let cv = blake3::Hasher::new()
+                        .set_input_offset(start)
+                        .update(data)
+                        .finalize_non_root();
+                    progress(len as u64);
+                    let edge = HASH_LEN - 1;
+                    Ok(BlockResult {
+                        cv,
+                        found: candidates.map(|c| scan(c, data)).unwrap_or_default(),
+                        head: data[..edge.min(len)].to_vec(),
+                        tail: data[len.saturating_sub(edge)..].to_vec(),
+                    })
                 })
             },
         )
