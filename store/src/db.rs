@@ -84,6 +84,7 @@ pub struct StoredFile {
     pub rel: Vec<u8>,
     pub size: u64,
     pub hash: Blake3,
+    pub executable: bool,
 }
 
 /// A path to register, with everything recorded about it.
@@ -466,19 +467,24 @@ impl Db {
     pub fn regular_files(&self) -> Result<Vec<StoredFile>> {
         self.retry(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT p.path, e.rel, e.size, e.hash FROM entries e JOIN paths p ON p.id = e.path_id
-                 WHERE e.hash IS NOT NULL AND e.size > 0",
+                "SELECT p.path, e.rel, e.size, e.hash, e.kind = 'executable' FROM entries e
+                 JOIN paths p ON p.id = e.path_id WHERE e.hash IS NOT NULL AND e.size > 0",
             )?;
             let rows = stmt.query_map([], |r| {
                 let hash: Vec<u8> = r.get(3)?;
                 let hash = <[u8; 32]>::try_from(hash).map_err(|_| {
-                    rusqlite::Error::InvalidColumnType(3, "hash".into(), rusqlite::types::Type::Blob)
+                    rusqlite::Error::InvalidColumnType(
+                        3,
+                        "hash".into(),
+                        rusqlite::types::Type::Blob,
+                    )
                 })?;
                 Ok(StoredFile {
                     path: r.get(0)?,
                     rel: r.get(1)?,
                     size: r.get::<_, i64>(2)? as u64,
                     hash: Blake3::from_bytes(hash),
+                    executable: r.get(4)?,
                 })
             })?;
             rows.collect()

@@ -44,11 +44,16 @@ pub enum StoreError {
 }
 
 fn describe_io(err: &std::io::Error) -> String {
-    match err.raw_os_error() {
-        Some(libc::ENOSPC) | Some(libc::EDQUOT) => format!(
+    let full = matches!(err.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || matches!(
+            err.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        );
+    match full {
+        true => format!(
             "{err}: the disk is full; free some space (`noodle store gc` may help) and try again. Nothing was registered."
         ),
-        _ => err.to_string(),
+        false => err.to_string(),
     }
 }
 

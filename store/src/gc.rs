@@ -267,7 +267,11 @@ impl Store {
         Ok(wanted)
     }
 
-    fn trash_dir(&self) -> Result<PathBuf> {
+    fn trash_dir(&mut self) -> Result<PathBuf> {
+        // The trash is named after this process, which must therefore be seen as live (hold its
+        // temporary-roots lock) until the trash is gone: else a concurrent verify reports it as
+        // stale, and a concurrent gc or repair deletes it under our feet.
+        self.temproots()?;
         let trash = self
             .dirs
             .tmp()

@@ -1,5 +1,6 @@
 //! `store optimise`: hard-link identical files of valid paths through the link farm
-//! `.links/<xx>/<blake3 hex>`.
+//! `.links/<xx>/<blake3 hex>` (`<blake3 hex>-x` for executables: files with equal contents but
+//! different modes are not identical, and a hard link has one mode).
 //!
 //! Only files of *registered* paths are considered, and their content hashes come from the
 //! database, recorded when the path was added: a file still being written lives in var/tmp
@@ -43,12 +44,13 @@ impl Store {
         // Shared: adds go on; a collection cannot prune the farm under us.
         let _lock = GcLock::shared(&self.dirs)?;
         let store = self.dirs.store();
-        let mut groups: HashMap<Blake3, Vec<File>> = HashMap::new();
+        let mut groups: HashMap<(Blake3, bool), Vec<File>> = HashMap::new();
         for crate::db::StoredFile {
             path,
             rel,
             size,
             hash,
+            executable,
         } in self.db.regular_files()?
         {
             let base = path.rsplit('/').next().unwrap_or_default();
@@ -56,12 +58,12 @@ impl Store {
             if !rel.is_empty() {
                 physical.push(std::ffi::OsStr::from_bytes(&rel));
             }
-            groups.entry(hash).or_default().push(File {
+            groups.entry((hash, executable)).or_default().push(File {
                 path: physical,
                 size,
             });
         }
-        let mut groups: Vec<(Blake3, Vec<File>)> = groups.into_iter().collect();
+        let mut groups: Vec<((Blake3, bool), Vec<File>)> = groups.into_iter().collect();
         groups.sort_by_key(|(hash, _)| *hash);
         progress.phase("linking", groups.len() as u64);
 
@@ -69,8 +71,8 @@ impl Store {
         let links = self.dirs.links();
         let decided: Vec<Decision> = groups
             .par_iter()
-            .map(|(hash, files)| {
-                let decision = decide(&links, hash, files);
+            .map(|((hash, executable), files)| {
+                let decision = decide(&links, hash, *executable, files);
                 progress.advance(1);
                 decision
             })
@@ -113,9 +115,14 @@ struct Decision {
     damaged: Vec<String>,
 }
 
-fn decide(links: &Path, hash: &Blake3, files: &[File]) -> Result<Decision> {
+fn decide(links: &Path, hash: &Blake3, executable: bool, files: &[File]) -> Result<Decision> {
     let hex = hash.to_hex();
-    let link = links.join(&hex[..2]).join(&hex);
+    let name = if executable {
+        format!("{hex}-x")
+    } else {
+        hex.clone()
+    };
+    let link = links.join(&hex[..2]).join(name);
     let mut decision = Decision {
         link: link.clone(),
         created: false,

@@ -196,3 +196,273 @@ pub fn make_tree(dir: &Path, seed: &str) {
     std::fs::write(dir.join("share/empty-file"), "").expect("write");
     std::os::unix::fs::symlink("../share/doc/README", dir.join("bin/readme")).expect("symlink");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for cli.rs, nar_vs_nix.rs and bad_input.rs (appended; the ones above are unchanged).
+
+/// The unprivileged user the tests switch to when they run as root ("nobody").
+pub const NOBODY: u32 = 65534;
+
+/// Whether this test process runs as root (the owner of /proc/self is our effective uid).
+pub fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// Makes a temporary directory reachable by other users (tempdirs are created 0700).
+pub fn open_up(dir: &Path) {
+    set_mode(dir, 0o755);
+}
+
+pub fn stdout_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs a prepared command and returns its output.
+pub fn output_of(command: &mut Command) -> Output {
+    command.output().expect("run noodle")
+}
+
+impl Noodle {
+    /// An uninitialised store whose root directory is owned by `uid`; the temporary directory
+    /// is opened up so that user can reach it.
+    pub fn uninitialised_owned_by(uid: u32) -> Self {
+        let noodle = Self::uninitialised();
+        open_up(noodle.dir.path());
+        std::fs::create_dir(noodle.root()).expect("mkdir root");
+        std::os::unix::fs::chown(noodle.root(), Some(uid), Some(uid)).expect("chown root");
+        noodle
+    }
+
+    /// `command()` running as `uid` (and gid `uid`) when we are root; as ourselves otherwise.
+    pub fn command_as(&self, uid: u32) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut command = self.command();
+        if running_as_root() {
+            command.uid(uid).gid(uid);
+        }
+        command
+    }
+
+    pub fn run_as(&self, uid: u32, args: &[&str]) -> Output {
+        output_of(self.command_as(uid).args(args))
+    }
+
+    /// Runs noodle with `input` on its stdin.
+    pub fn run_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn noodle");
+        let mut stdin = child.stdin.take().expect("stdin");
+        // The child may refuse the archive before reading all of it: a broken pipe is fine.
+        let _ = stdin.write_all(input);
+        drop(stdin);
+        child.wait_with_output().expect("wait for noodle")
+    }
+
+    /// `noodle store dump PATH`, which must succeed: the archive bytes.
+    pub fn dump(&self, path: &str) -> Vec<u8> {
+        let out = self.run(&["store", "dump", path]);
+        assert!(
+            out.status.success(),
+            "noodle store dump {path} failed: {}",
+            stderr_of(&out)
+        );
+        out.stdout
+    }
+
+    /// `noodle --json ARGS`, which must succeed, parsed.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let text = self.ok(&all);
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("bad JSON from {args:?}: {e}\n{text}"))
+    }
+
+    /// `store add` with extra options; returns the printed store path.
+    pub fn add_with(&self, tree: &Path, options: &[&str]) -> String {
+        let mut args = vec!["store", "add"];
+        args.extend_from_slice(options);
+        args.push(tree.to_str().expect("utf-8 path"));
+        let out = self.ok(&args);
+        out.trim().to_owned()
+    }
+
+    /// References of a valid path, from `path-info --json`.
+    pub fn references(&self, path: &str) -> Vec<String> {
+        let info = self.json(&["store", "path-info", path]);
+        info[0]["references"]
+            .as_array()
+            .expect("references array")
+            .iter()
+            .map(|r| r.as_str().expect("string").to_owned())
+            .collect()
+    }
+
+    /// Invariant 1 and its physical side: every reference of a valid path is valid, and every
+    /// valid path's files are there.
+    pub fn assert_closure_intact(&self) {
+        let conn = rusqlite::Connection::open(self.db_file()).expect("open db");
+        let dangling: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM refs WHERE reference NOT IN (SELECT id FROM paths)
+                 OR referrer NOT IN (SELECT id FROM paths)",
+                [],
+                |r| r.get(0),
+            )
+            .expect("query");
+        assert_eq!(dangling, 0, "a valid path refers to an invalid one");
+        let mut stmt = conn.prepare("SELECT path FROM paths").expect("prepare");
+        let paths: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        for path in paths {
+            assert!(
+                self.physical(&path).symlink_metadata().is_ok(),
+                "valid path {path} has no files"
+            );
+        }
+    }
+
+    /// Names directly in the physical store directory (without `.links`).
+    pub fn store_entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.physical_store())
+            .expect("read store")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".links")
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for crash.rs and concurrency.rs (appended; the ones above are unchanged).
+
+/// One problem of `store verify --json`: its kind (e.g. "unregistered") and path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub kind: String,
+    pub path: String,
+}
+
+impl Noodle {
+    /// `store verify --json EXTRA...`: the exit code and the problems it reported.
+    pub fn verify_report(&self, extra: &[&str]) -> (i32, Vec<Problem>) {
+        let mut args = vec!["--json", "store", "verify"];
+        args.extend_from_slice(extra);
+        let out = self.run(&args);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let report: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!(
+                "bad JSON from verify {extra:?} ({}): {e}\n{text}\nstderr: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let problems = report["problems"]
+            .as_array()
+            .expect("problems array")
+            .iter()
+            .map(|p| Problem {
+                kind: p["kind"].as_str().expect("kind").to_owned(),
+                path: p["path"].as_str().expect("path").to_owned(),
+            })
+            .collect();
+        (out.status.code().unwrap_or(-1), problems)
+    }
+
+    /// `store verify --check-contents` must find nothing at all (and exit 0).
+    pub fn assert_fully_clean(&self, context: &str) {
+        let (code, problems) = self.verify_report(&["--check-contents"]);
+        assert!(
+            problems.is_empty() && code == 0,
+            "{context}: verify --check-contents exited {code} with problems {problems:#?}"
+        );
+    }
+
+    /// Valid paths according to the database.
+    pub fn valid_paths(&self) -> std::collections::BTreeSet<String> {
+        let conn = rusqlite::Connection::open(self.db_file()).expect("open db");
+        let mut stmt = conn.prepare("SELECT path FROM paths").expect("prepare");
+        let paths = stmt
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        paths
+    }
+
+    /// Names in var/tmp (staging and trash directories).
+    pub fn tmp_entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.root().join("noodle/var/tmp"))
+            .expect("read var/tmp")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Starts noodle in the background with stdout and stderr captured.
+    pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+        use std::process::Stdio;
+        let mut command = self.command();
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        command.spawn().expect("spawn noodle")
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds; panics with `what` after `secs` seconds.
+pub fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Every regular file under `dir`: path relative to `dir` → (contents, executable).
+pub fn regular_files(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, bool)> {
+    let mut out = BTreeMap::new();
+    for entry in walkdir::WalkDir::new(dir) {
+        let entry = entry.expect("walk");
+        if entry.file_type().is_file() {
+            let meta = entry.metadata().expect("stat");
+            let rel = entry
+                .path()
+                .strip_prefix(dir)
+                .expect("under dir")
+                .to_owned();
+            let data = std::fs::read(entry.path()).expect("read");
+            out.insert(rel, (data, meta.permissions().mode() & 0o100 != 0));
+        }
+    }
+    out
+}
