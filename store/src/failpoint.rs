@@ -20,6 +20,7 @@ pub const ALL: &[&str] = &[
     "gc:mid-delete",
     "optimise:after-link-farm",
     "optimise:dir-writable",
+    "optimise:after-temp-link",
     "optimise:after-replace",
 ];
 

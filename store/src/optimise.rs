@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
@@ -43,6 +44,9 @@ impl Store {
     pub fn optimise(&mut self, progress: &dyn Progress) -> Result<OptimiseReport> {
         // Shared: adds go on; a collection cannot prune the farm under us.
         let _lock = GcLock::shared(&self.dirs)?;
+        // New links are made in var/tmp, named after this process: it must be seen as live.
+        self.temproots()?;
+        let tmp = self.dirs.tmp();
         let store = self.dirs.store();
         let mut groups: HashMap<(Blake3, bool), Vec<File>> = HashMap::new();
         for crate::db::StoredFile {
@@ -97,7 +101,7 @@ impl Store {
         // only for as long as its own replacements take.
         let results: Vec<(u64, u64)> = by_dir
             .par_iter()
-            .map(|(dir, files)| replace_in_dir(dir, files, *dir != store))
+            .map(|(dir, files)| replace_in_dir(dir, files, *dir != store, &tmp))
             .collect::<Result<_>>()?;
         for (linked, saved) in results {
             report.files_linked += linked;
@@ -176,11 +180,16 @@ fn decide(links: &Path, hash: &Blake3, executable: bool, files: &[File]) -> Resu
 /// `in_path`: `dir` belongs to a store path (made writable for the moment, then canonical
 /// again); otherwise it is the store directory itself (a path that is a single file), which is
 /// writable already and must stay so.
+///
+/// Each new link is made in var/tmp and renamed over the file: a crash leaves a stale entry in
+/// var/tmp (removed by the next gc or repair), never an extra file inside a valid path.
 fn replace_in_dir(
     dir: &Path,
     files: &[(PathBuf, PathBuf, u64)],
     in_path: bool,
+    tmp_dir: &Path,
 ) -> Result<(u64, u64)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
     if in_path {
         canon::make_writable(dir)?;
     }
@@ -189,10 +198,19 @@ fn replace_in_dir(
     let mut saved = 0;
     let result = (|| -> Result<()> {
         for (file, link, size) in files {
-            let tmp = dir.join(format!(".tmp-link-{}", std::process::id()));
+            let tmp = tmp_dir.join(format!(
+                "{}-{}.link",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            ));
+            // A file of that name was left by a dead process that had our pid.
             let _ = std::fs::remove_file(&tmp);
             fs_err::hard_link(link, &tmp)?;
-            fs_err::rename(&tmp, file)?;
+            failpoint::hit("optimise:after-temp-link");
+            if let Err(e) = fs_err::rename(&tmp, file) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e.into());
+            }
             failpoint::hit("optimise:after-replace");
             linked += 1;
             saved += size;

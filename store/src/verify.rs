@@ -230,13 +230,15 @@ impl Store {
             .collect();
 
         if options.paths.is_empty() {
+            // Temporary roots before valid paths: an add that registers and exits between the
+            // two reads is then in one or the other, never taken for a leftover.
+            let (temp, live_pids) = live_temproots(&self.dirs)?;
             let valid = self
                 .db
                 .all_paths()?
                 .into_iter()
                 .map(|(id, p)| (p, id))
                 .collect();
-            let (temp, live_pids) = live_temproots(&self.dirs)?;
             for name in self.unregistered_entries(&valid, &temp)? {
                 let path = format!("{}/{name}", self.dirs.store_dir);
                 report
