@@ -128,8 +128,11 @@ impl Graph {
 impl Store {
     pub fn gc(&mut self, options: &GcOptions, progress: &dyn Progress) -> Result<GcReport> {
         let lock = GcLock::exclusive(&self.dirs)?;
-        let roots = self.find_roots()?;
+        // Temporary roots before roots: a process that makes a root and exits while the roots
+        // are read (readdir may miss an entry renamed meanwhile) is still seen by its
+        // temporary roots; one that exited before has its root complete before the read.
         let (temp, live_pids) = live_temproots(&self.dirs)?;
+        let roots = self.find_roots()?;
         let graph = Graph::load(self)?;
         let live = graph.reachable(roots.values().chain(temp.iter()));
         let dead: HashSet<i64> = graph
@@ -210,8 +213,8 @@ impl Store {
         for text in texts {
             wanted.push(self.logical(&self.valid_path(text)?));
         }
-        let roots = self.find_roots()?;
         let (temp, _) = live_temproots(&self.dirs)?;
+        let roots = self.find_roots()?;
         let graph = Graph::load(self)?;
         let live = graph.reachable(roots.values().chain(temp.iter()));
         let wanted_ids: HashSet<i64> = wanted.iter().map(|p| graph.ids[p]).collect();

@@ -41,6 +41,23 @@ fn lock(file: File, arg: FlockArg, path: &Path) -> Result<Flock<File>> {
     })
 }
 
+/// Locks `path` exclusively, retrying until the locked file is the one the name points to
+/// (whoever unlinks a lock file does so while holding it, so a waiter may end up holding the
+/// lock of an unlinked file, which excludes nobody).
+fn lock_linked(path: &Path) -> Result<Flock<File>> {
+    loop {
+        let file = open_lock_file(path)?;
+        let held = lock(file, FlockArg::LockExclusive, path)?;
+        let ours = held.metadata()?;
+        match fs_err::metadata(path) {
+            Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => return Ok(held),
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Tries to lock without waiting; `None` when someone else holds it.
 fn try_lock(file: File, exclusive: bool, path: &Path) -> Result<Option<Flock<File>>> {
     let arg = if exclusive {
@@ -92,8 +109,9 @@ pub struct TempRoots {
 impl TempRoots {
     pub fn create(dirs: &StoreDirs) -> Result<Self> {
         let path = dirs.temproots().join(std::process::id().to_string());
-        let file = open_lock_file(&path)?;
-        let file = lock(file, FlockArg::LockExclusive, &path)?;
+        // A collection that opened the file before we locked it takes it for a dead process's
+        // and unlinks it; a lock on an unlinked file protects nothing, so start again.
+        let file = lock_linked(&path)?;
         // A file left by a dead process with our pid holds nothing of ours.
         file.set_len(0)?;
         Ok(Self {
@@ -173,24 +191,12 @@ pub struct PathLock {
 impl PathLock {
     pub fn acquire(dirs: &StoreDirs, digest: &str) -> Result<Self> {
         let path = dirs.locks().join(format!("{digest}.lock"));
-        loop {
-            let file = open_lock_file(&path)?;
-            let lock = lock(file, FlockArg::LockExclusive, &path)?;
-            // The previous holder unlinks the file when done; a lock on an unlinked file
-            // excludes nobody, so start again on the new file.
-            let held = lock.metadata()?;
-            match fs_err::metadata(&path) {
-                Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
-                    return Ok(Self {
-                        lock: Some(lock),
-                        path,
-                    })
-                }
-                Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        // The previous holder unlinks the file when done.
+        let lock = lock_linked(&path)?;
+        Ok(Self {
+            lock: Some(lock),
+            path,
+        })
     }
 }
 
