@@ -144,7 +144,7 @@ def cmd_report(raw, metafile, outmd):
         for line in fh:
             if line.startswith("#") or not line.strip():
                 continue
-            op, tool, run, secs, rss = line.rstrip("\n").split("\t")
+            op, tool, run, secs, rss = line.rstrip("\n").split("\t")[:5]
             data.setdefault((op, tool), {})[int(run)] = (
                 float(secs), int(rss) if rss not in ("", "-") else None)
 
@@ -157,12 +157,21 @@ def cmd_report(raw, metafile, outmd):
         r = [da[k][0] / db[k][0] for k in da if k in db and db[k][0] > 0]
         return statistics.median(r) if r else None
 
-    def fmt(x, unit):
-        if x is None:
-            return "n/a"
+    def num(x, unit):
         if unit == "ms":
-            return "%.1f ms" % (x * 1000)
-        return "%.3f s" % x if x < 10 else "%.2f s" % x
+            return "%.1f" % (x * 1000)
+        return "%.3f" % x if x < 10 else "%.2f" % x
+
+    def fmt(x, unit):
+        return "n/a" if x is None else "%s %s" % (num(x, unit), unit)
+
+    def cell(op, tool, unit):
+        v = [x[0] for x in data.get((op, tool), {}).values()]
+        if not v:
+            return "n/a"
+        if len(v) == 1:
+            return fmt(v[0], unit)
+        return "%s (%s–%s)" % (fmt(statistics.median(v), unit), num(min(v), unit), num(max(v), unit))
 
     def fr(x):
         return "n/a" if x is None else "%.2f" % x
@@ -171,7 +180,8 @@ def cmd_report(raw, metafile, outmd):
     lines.append("# noodle vs Nix %s — %s" % (meta.get("nix_version", "?"), meta.get("date", "")))
     lines.append("")
     lines.append("Host: %s; %s runs per operation, alternating noodle, nix-store, reference; "
-                 "medians, and medians of the per-run (paired) ratios. noodle: %s."
+                 "median (min–max) per tool; ratios are medians of the per-run (paired) ratios. "
+                 "noodle: %s."
                  % (meta.get("host", "?"), meta.get("runs", "?"), meta.get("noodle", "?")))
     lines.append("")
     lines.append("| operation | noodle | nix-store | reference | noodle/nix | noodle/ref | nix/ref |")
@@ -182,9 +192,9 @@ def cmd_report(raw, metafile, outmd):
         label = label.format(**{k: meta.get(k, "?") for k in ("tree", "small", "all", "opt")})
         refcell = "—"
         if ref:
-            refcell = "%s %s" % (REFNAME[ref], fmt(med(key, ref), unit))
+            refcell = "%s %s" % (REFNAME[ref], cell(key, ref, unit))
         lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
-            label, fmt(med(key, "noodle"), unit), fmt(med(key, "nix"), unit), refcell,
+            label, cell(key, "noodle", unit), cell(key, "nix", unit), refcell,
             fr(ratio(key, "noodle", "nix")),
             fr(ratio(key, "noodle", ref)) if ref else "—",
             fr(ratio(key, "nix", ref)) if ref else "—"))
@@ -216,7 +226,8 @@ def cmd_report(raw, metafile, outmd):
 
 def cmd_hfmedian(path):
     with open(path) as fh:
-        print("%.6f" % json.load(fh)["results"][0]["median"])
+        r = json.load(fh)["results"][0]
+    print("%.6f %.4f" % (r["median"], r["user"] + r["system"]))
 
 
 if __name__ == "__main__":

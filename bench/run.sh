@@ -25,10 +25,10 @@
 # (noodle, nix, reference, noodle, nix, …) so each sees the same memory state; outputs of a run are
 # renamed into data/trash/ and only deleted at the very end, and a new run waits until 65 s have
 # passed since that deletion; all setup that creates many files runs before the timed operations
-# that delete files (optimise, gc), and gc runs last.
+# that delete files (gc, then optimise, which frees the most, last).
 #
 # Data (deterministic, generated once, kept): data/inputs/, data/cache/. Results: out/results.md,
-# out/raw.tsv (op, tool, run, seconds, max RSS KiB), out/logs/. Needs root, nix-bin, hyperfine,
+# out/raw.tsv (op, tool, run, wall s, max RSS KiB, user+sys s), out/logs/. Needs root, nix-bin, hyperfine,
 # b3sum, openssl, python3, /usr/bin/time, and ~55 GB free (5 runs; ~35 GB with --quick).
 set -euo pipefail
 export LC_ALL=C
@@ -97,16 +97,16 @@ aside() { mv "$1" "$TRASH/$STAMP-$(basename "$1")"; }
 # timed OP TOOL RUN CMD...: wall clock around the command (external), max RSS from /usr/bin/time.
 timed() {
   local op=$1 tool=$2 run=$3; shift 3
-  local lg=$LOGS/$op-$tool-$run.log t0 t1 secs rss
+  local lg=$LOGS/$op-$tool-$run.log t0 t1 secs rss cpu
   t0=$EPOCHREALTIME
-  if ! /usr/bin/time -f %M -o "$LOGS/.rss" "$@" >"$lg" 2>&1; then
+  if ! /usr/bin/time -f '%M %U %S' -o "$LOGS/.rss" "$@" >"$lg" 2>&1; then
     tail -n 20 "$lg" >&2; die "$op/$tool run $run failed: $*  (log: $lg)"
   fi
   t1=$EPOCHREALTIME
-  rss=$(tail -n 1 "$LOGS/.rss")
+  read -r rss cpu < <(tail -n 1 "$LOGS/.rss" | awk '{ printf "%s %.2f\n", $1, $2 + $3 }')
   secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f", b - a }')
-  printf '%s\t%s\t%s\t%s\t%s\n' "$op" "$tool" "$run" "$secs" "$rss" >>"$RAW"
-  log "  $op  $tool  #$run  ${secs}s  ${rss} KiB"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$op" "$tool" "$run" "$secs" "$rss" "$cpu" >>"$RAW"
+  log "  $op  $tool  #$run  ${secs}s  (cpu ${cpu}s)  ${rss} KiB"
 }
 
 # Setup command (untimed); output to the setup log.
@@ -290,7 +290,7 @@ setup_chains() {
 }
 
 op_closure() {
-  local i t R top n js rss cmdstr
+  local i t R top n js rss cmdstr med cpu
   log "closure: hyperfine, $HF_RUNS runs per store"
   for ((i = 1; i <= RUNS; i++)); do
     for t in "${TOOLS[@]}"; do
@@ -308,8 +308,9 @@ op_closure() {
         >"$LOGS/closure-$t-$i.log" 2>&1 || { tail "$LOGS/closure-$t-$i.log" >&2; die "hyperfine failed: $cmdstr"; }
       /usr/bin/time -f %M -o "$LOGS/.rss" "${CMD[@]}" >/dev/null 2>&1
       rss=$(tail -n 1 "$LOGS/.rss")
-      printf '%s\t%s\t%s\t%s\t%s\n' closure "$t" "$i" "$(python3 "$PY" hfmedian "$js")" "$rss" >>"$RAW"
-      log "  closure  $t  #$i  median $(python3 "$PY" hfmedian "$js")s  ${rss} KiB"
+      read -r med cpu < <(python3 "$PY" hfmedian "$js")
+      printf '%s\t%s\t%s\t%s\t%s\t%s\n' closure "$t" "$i" "$med" "$rss" "$cpu" >>"$RAW"
+      log "  closure  $t  #$i  median ${med}s  (cpu ${cpu}s)  ${rss} KiB"
     done
   done
 }
@@ -350,6 +351,9 @@ op_gc() {
 # ---------------------------------------------------------------- main
 
 mkdir -p "$DATA" "$IN" "$CACHE" "$TRASH" "$OUTD"
+# One run at a time: a second run would move this one's outputs into the trash and skew timings.
+exec 9>"$DATA/.lock"
+flock -n 9 || die "another bench/run.sh is running (lock $DATA/.lock held by pid $(fuser "$DATA/.lock" 2>/dev/null))"
 STAMP=$(date +%Y%m%dT%H%M%S)
 # Leftovers of an interrupted run (and the previous logs): into the trash, then delete now.
 for d in "$DATA"/work/*; do
@@ -362,7 +366,7 @@ if [[ -n $(ls -A "$TRASH") ]]; then
 fi
 WORK=$DATA/work/$STAMP
 mkdir -p "$WORK" "$LOGS"
-printf '# op\ttool\trun\tseconds\tmaxrss_kib\n' >"$RAW"
+printf '# op\ttool\trun\twall_seconds\tmaxrss_kib\tcpu_seconds\n' >"$RAW"
 
 avail=$(df --output=avail -B1G "$DATA" | tail -n 1)
 need=$(( (${#TOOLS[@]} + 1) * RUNS * 2 + ${#TOOLS[@]} * 2 + ${#TOOLS[@]} * RUNS * 2 + 5 ))
@@ -382,12 +386,12 @@ want verify && op_verify
 want optimise && setup_optimise
 { want closure || want gc; } && setup_chains
 want closure && op_closure
-want optimise && op_optimise
 want gc && op_gc
+want optimise && op_optimise
 
 {
   echo "date=$(date -u +%Y-%m-%dT%H:%MZ)"
-  echo "host=$(uname -r), $(nproc) CPUs, $(free -g | awk '/Mem:/ { print $2 }') GiB RAM, $(findmnt -no FSTYPE -T "$DATA") $(findmnt -no OPTIONS -T "$DATA" | cut -c1-40)"
+  echo "host=Linux $(uname -r), $(nproc) CPUs, $(free -g | awk '/Mem:/ { print $2 }') GiB RAM, $(findmnt -no FSTYPE,OPTIONS -T "$DATA" | tr -s ' ' | cut -d, -f1-3)"
   echo "nix_version=$(nix-store --version | awk '{ print $NF }')"
   echo "runs=$RUNS"
   if has_noodle; then

@@ -185,10 +185,11 @@ fn print_paths<'a>(cli: &Cli, paths: impl Iterator<Item = &'a String>) -> anyhow
     if cli.json {
         return output::json(&paths.collect::<Vec<_>>());
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for path in paths {
         writeln!(out, "{path}")?;
     }
+    out.flush()?;
     Ok(())
 }
 

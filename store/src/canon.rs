@@ -62,30 +62,90 @@ pub fn make_writable(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Removes a tree that may hold read-only directories.
+/// Removes a tree that may hold read-only directories, in one pass: a directory is made
+/// writable only when removing something from it is refused (never, for root).
 pub fn remove_tree(path: &Path) -> Result<()> {
-    let meta = match fs_err::symlink_metadata(path) {
-        Ok(m) => m,
+    match std::fs::remove_file(path) {
+        Ok(()) => return Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    if meta.is_dir() {
-        for entry in walkdir::WalkDir::new(path).follow_links(false) {
-            let entry = entry.map_err(|e| {
-                std::io::Error::other(format!("failed to walk '{}': {e}", path.display()))
-            })?;
-            if entry.file_type().is_dir()
-                && entry
-                    .metadata()
-                    .map(|m| m.permissions().mode() & 0o200 == 0)
-                    .unwrap_or(false)
-            {
-                make_writable(entry.path())?;
-            }
+        // EISDIR from unlink of a directory (EPERM on some systems): empty it first.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EISDIR) | Some(libc::EPERM)) => {}
+        Err(e) if is_denied(&e) => {
+            make_parent_writable(path)?;
+            return remove_tree(path);
         }
-        fs_err::remove_dir_all(path)?;
-    } else {
-        fs_err::remove_file(path)?;
+        Err(e) => return Err(annotate(path, "remove", e)),
+    }
+    empty_dir(path)?;
+    retry_denied(path, || std::fs::remove_dir(path))
+}
+
+fn empty_dir(dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if is_denied(&e) => {
+            make_writable(dir)?;
+            std::fs::read_dir(dir).map_err(|e| annotate(dir, "read", e))?
+        }
+        Err(e) => return Err(annotate(dir, "read", e)),
+    };
+    let mut writable = false;
+    for entry in entries {
+        let entry = entry.map_err(|e| annotate(dir, "read", e))?;
+        let path = entry.path();
+        let is_dir = entry
+            .file_type()
+            .map_err(|e| annotate(&path, "stat", e))?
+            .is_dir();
+        if is_dir {
+            empty_dir(&path)?;
+        }
+        let remove = || {
+            if is_dir {
+                std::fs::remove_dir(&path)
+            } else {
+                std::fs::remove_file(&path)
+            }
+        };
+        match remove() {
+            Ok(()) => {}
+            Err(e) if is_denied(&e) && !writable => {
+                make_writable(dir)?;
+                writable = true;
+                remove().map_err(|e| annotate(&path, "remove", e))?;
+            }
+            Err(e) => return Err(annotate(&path, "remove", e)),
+        }
     }
     Ok(())
+}
+
+fn is_denied(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::PermissionDenied
+}
+
+fn make_parent_writable(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(parent) => make_writable(parent),
+        None => Ok(()),
+    }
+}
+
+/// Runs `op` on `path`; if refused, makes its parent writable and tries once more.
+pub fn retry_denied(path: &Path, op: impl Fn() -> std::io::Result<()>) -> Result<()> {
+    match op() {
+        Err(e) if is_denied(&e) => {
+            make_parent_writable(path)?;
+            op().map_err(|e| annotate(path, "remove", e))
+        }
+        other => other.map_err(|e| annotate(path, "remove", e)),
+    }
+}
+
+fn annotate(path: &Path, what: &str, e: std::io::Error) -> crate::error::StoreError {
+    std::io::Error::new(
+        e.kind(),
+        format!("failed to {what} '{}': {e}", path.display()),
+    )
+    .into()
 }

@@ -127,6 +127,7 @@ impl Graph {
 
 impl Store {
     pub fn gc(&mut self, options: &GcOptions, progress: &dyn Progress) -> Result<GcReport> {
+        let started = std::time::Instant::now();
         let lock = GcLock::exclusive(&self.dirs)?;
         // Temporary roots before roots: a process that makes a root and exits while the roots
         // are read (readdir may miss an entry renamed meanwhile) is still seen by its
@@ -174,6 +175,11 @@ impl Store {
             self.move_to_trash(name, &trash)?;
         }
         failpoint::hit("gc:after-trash");
+        progress.note(&format!(
+            "decided, invalidated and moved {} paths aside in {:.3} s",
+            doomed.len(),
+            started.elapsed().as_secs_f64()
+        ));
         let stale = self.stale_temp_entries(&live_pids)?;
         drop(lock);
 
@@ -198,6 +204,10 @@ impl Store {
             })?;
         progress.finish();
         canon::remove_tree(&trash)?;
+        progress.note(&format!(
+            "deleted their files by {:.3} s",
+            started.elapsed().as_secs_f64()
+        ));
         report.stale_temp = stale.len();
         stale.par_iter().try_for_each(|p| canon::remove_tree(p))?;
         // Optimise links files under the shared lock; never prune the farm beside it.
@@ -285,14 +295,26 @@ impl Store {
 
     fn move_to_trash(&self, base: &str, trash: &Path) -> Result<()> {
         let from = self.dirs.store().join(base);
-        match fs_err::symlink_metadata(&from) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e.into()),
-            Ok(meta) if meta.is_dir() => canon::make_writable(&from)?,
-            Ok(_) => {}
+        let to = trash.join(base);
+        match std::fs::rename(&from, &to) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            // Moving a directory to another parent needs write access to it (for `..`).
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                canon::make_writable(&from)?;
+                fs_err::rename(&from, &to)?;
+                Ok(())
+            }
+            Err(e) => Err(std::io::Error::new(
+                e.kind(),
+                format!(
+                    "failed to move '{}' to '{}': {e}",
+                    from.display(),
+                    to.display()
+                ),
+            )
+            .into()),
         }
-        fs_err::rename(&from, trash.join(base))?;
-        Ok(())
     }
 
     /// Names in the store directory that no valid path or live temporary root accounts for.

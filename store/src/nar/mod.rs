@@ -6,11 +6,13 @@
 //! the result stays BLAKE3 of the one sequential stream.
 
 pub mod layout;
+pub mod parse;
 pub mod restore;
 pub mod treehash;
 
 pub use layout::{Entry, EntryKind, NarLayout};
-pub use restore::{parse_nar, restore_to_dir, NarError, NarSink, NarStats};
+pub use parse::{parse_nar, NarError, NarSink, NarStats};
+pub use restore::restore_to_dir;
 pub use treehash::{hash_layout, NarDigest};
 
 use std::io::Write;
