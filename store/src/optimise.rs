@@ -69,6 +69,7 @@ impl Store {
         }
         let mut groups: Vec<((Blake3, bool), Vec<File>)> = groups.into_iter().collect();
         groups.sort_by_key(|(hash, _)| *hash);
+        let started = std::time::Instant::now();
         progress.phase("linking", groups.len() as u64);
 
         // Phase 1: make sure each content has a farm entry; decide which files to replace.
@@ -99,6 +100,11 @@ impl Store {
 
         // Phase 2: replace files, one directory per task, since a directory is made writable
         // only for as long as its own replacements take.
+        progress.note(&format!(
+            "checked {} distinct contents in {:.3} s",
+            groups.len(),
+            started.elapsed().as_secs_f64()
+        ));
         let results: Vec<(u64, u64)> = by_dir
             .par_iter()
             .map(|(dir, files)| replace_in_dir(dir, files, *dir != store, &tmp))
@@ -107,7 +113,15 @@ impl Store {
             report.files_linked += linked;
             report.bytes_saved += saved;
         }
+        progress.note(&format!(
+            "linked by {:.3} s",
+            started.elapsed().as_secs_f64()
+        ));
         crate::sync::syncfs(&store)?;
+        progress.note(&format!(
+            "synced by {:.3} s",
+            started.elapsed().as_secs_f64()
+        ));
         Ok(report)
     }
 }
