@@ -35,8 +35,18 @@ pub fn regular(file: &File, path: &Path, executable: bool) -> Result<()> {
     };
     file.set_permissions(Permissions::from_mode(file_mode(executable)))
         .map_err(annotate)?;
+    times(file, path)
+}
+
+/// Sets the access and modification times of an open file to the store's.
+pub fn times(file: &File, path: &Path) -> Result<()> {
     file.set_times(FileTimes::new().set_accessed(mtime()).set_modified(mtime()))
-        .map_err(annotate)?;
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("failed to set the times of '{}': {e}", path.display()),
+            )
+        })?;
     Ok(())
 }
 

@@ -48,14 +48,24 @@ fn open_source(path: &Path) -> Result<File> {
         .0)
 }
 
-fn create_dest(path: &Path) -> Result<File> {
+fn create_dest(path: &Path, mode: u32) -> Result<File> {
     Ok(fs_err::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o644)
+        .mode(mode)
         .open(path)?
         .into_parts()
         .0)
+}
+
+/// Whether files created with their final read-only mode keep it, i.e. the umask clears none
+/// of its bits; then small files need no chmod after they are written (a syscall per file).
+fn umask_keeps_store_modes() -> bool {
+    use nix::sys::stat::{umask, Mode};
+    // Read the umask by setting it and setting it back: nothing else of ours creates files now.
+    let old = umask(Mode::from_bits_truncate(0o022));
+    umask(old);
+    old.bits() & 0o555 == 0
 }
 
 /// Fails when the source no longer looks as it did when it was hashed.
@@ -125,6 +135,7 @@ pub fn copy_tree(
     progress: &dyn Progress,
 ) -> Result<Vec<EntryRecord>> {
     let entries = layout.entries();
+    let final_modes = umask_keeps_store_modes();
     let src_of = |rel: &Path| entry_path(layout.root(), rel);
     let dst_of = |rel: &Path| entry_path(dest, rel);
 
@@ -164,7 +175,13 @@ pub fn copy_tree(
         .map(|&i| -> Result<(usize, Blake3)> {
             let (src, dst) = (src_of(&entries[i].rel), dst_of(&entries[i].rel));
             let mut input = open_source(&src)?;
-            let mut output = create_dest(&dst)?;
+            // Created read-only: the descriptor opened here stays writable.
+            let mode = if final_modes {
+                canon::file_mode(exec_of(i))
+            } else {
+                0o644
+            };
+            let mut output = create_dest(&dst, mode)?;
             let mut hasher = blake3::Hasher::new();
             let want = (size_of(i) as usize).clamp(1, BUF_LEN);
             with_buffer(want + 1, 1, |buf| -> Result<()> {
@@ -181,7 +198,11 @@ pub fn copy_tree(
                 }
             })?;
             check_unchanged(&input, &src, &entries[i].kind)?;
-            canon::regular(&output, &dst, exec_of(i))?;
+            if final_modes {
+                canon::times(&output, &dst)?;
+            } else {
+                canon::regular(&output, &dst, exec_of(i))?;
+            }
             Ok((i, hasher.finalize().into()))
         })
         .collect::<Result<_>>()?;
@@ -194,7 +215,7 @@ pub fn copy_tree(
         .collect();
     big.par_iter().try_for_each(|&i| -> Result<()> {
         let dst = dst_of(&entries[i].rel);
-        create_dest(&dst)?
+        create_dest(&dst, 0o644)?
             .set_len(size_of(i))
             .map_err(annotate(&dst, "allocate"))?;
         Ok(())
