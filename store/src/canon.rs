@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 
-use crate::error::Result;
+use crate::error::{io_at, Result};
 
 /// The modification time of everything in the store.
 pub fn mtime() -> SystemTime {
@@ -27,26 +27,15 @@ pub const DIR_MODE: u32 = 0o555;
 
 /// Sets the mode and times of an open regular file.
 pub fn regular(file: &File, path: &Path, executable: bool) -> Result<()> {
-    let annotate = |e: std::io::Error| {
-        std::io::Error::new(
-            e.kind(),
-            format!("failed to set metadata of '{}': {e}", path.display()),
-        )
-    };
     file.set_permissions(Permissions::from_mode(file_mode(executable)))
-        .map_err(annotate)?;
+        .map_err(|e| io_at("set the mode of", path, e))?;
     times(file, path)
 }
 
 /// Sets the access and modification times of an open file to the store's.
 pub fn times(file: &File, path: &Path) -> Result<()> {
     file.set_times(FileTimes::new().set_accessed(mtime()).set_modified(mtime()))
-        .map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("failed to set the times of '{}': {e}", path.display()),
-            )
-        })?;
+        .map_err(|e| io_at("set the times of", path, e))?;
     Ok(())
 }
 
@@ -57,12 +46,8 @@ pub fn directory(path: &Path) -> Result<()> {
 
 pub fn set_times_nofollow(path: &Path) -> Result<()> {
     let one = TimeSpec::new(1, 0);
-    utimensat(None, path, &one, &one, UtimensatFlags::NoFollowSymlink).map_err(|errno| {
-        std::io::Error::new(
-            std::io::Error::from(errno).kind(),
-            format!("failed to set the times of '{}': {errno}", path.display()),
-        )
-    })?;
+    utimensat(None, path, &one, &one, UtimensatFlags::NoFollowSymlink)
+        .map_err(|errno| io_at("set the times of", path, errno))?;
     Ok(())
 }
 
@@ -153,9 +138,5 @@ pub fn retry_denied(path: &Path, op: impl Fn() -> std::io::Result<()>) -> Result
 }
 
 fn annotate(path: &Path, what: &str, e: std::io::Error) -> crate::error::StoreError {
-    std::io::Error::new(
-        e.kind(),
-        format!("failed to {what} '{}': {e}", path.display()),
-    )
-    .into()
+    io_at(what, path, e).into()
 }

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use crate::buffers::with_buffer;
 use crate::canon;
 use crate::db::{EntryRecord, EntryRecordKind};
-use crate::error::Result;
+use crate::error::{io_at, Result};
 use crate::hash::Blake3;
 use crate::nar::layout::{entry_path, LayoutError};
 use crate::nar::treehash::root_of_blocks;
@@ -30,13 +30,7 @@ const BUF_LEN: usize = 256 * 1024;
 const DIRECT_ALIGN: usize = 4096;
 
 fn annotate<'a>(path: &'a Path, what: &'a str) -> impl Fn(std::io::Error) -> std::io::Error + 'a {
-    let what = what.to_owned();
-    move |e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("failed to {what} '{}': {e}", path.display()),
-        )
-    }
+    move |e| io_at(what, path, e)
 }
 
 fn open_source(path: &Path) -> Result<File> {

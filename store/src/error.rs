@@ -6,6 +6,20 @@ use crate::path::PathError;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// An I/O error that says what was being done to which path, as fs-err's do, for the calls
+/// fs-err does not wrap (open descriptors, nix syscalls). Keeps the error's kind.
+pub(crate) fn io_at(
+    what: &str,
+    path: &std::path::Path,
+    error: impl Into<std::io::Error>,
+) -> std::io::Error {
+    let error = error.into();
+    std::io::Error::new(
+        error.kind(),
+        format!("failed to {what} '{}': {error}", path.display()),
+    )
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{}", describe_io(.0))]

@@ -18,7 +18,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::dirs::StoreDirs;
-use crate::error::Result;
+use crate::error::{io_at, Result};
 
 fn open_lock_file(path: &Path) -> Result<File> {
     Ok(fs_err::OpenOptions::new()
@@ -32,13 +32,7 @@ fn open_lock_file(path: &Path) -> Result<File> {
 }
 
 fn lock(file: File, arg: FlockArg, path: &Path) -> Result<Flock<File>> {
-    Flock::lock(file, arg).map_err(|(_, errno)| {
-        std::io::Error::new(
-            std::io::Error::from(errno).kind(),
-            format!("failed to lock '{}': {errno}", path.display()),
-        )
-        .into()
-    })
+    Flock::lock(file, arg).map_err(|(_, errno)| io_at("lock", path, errno).into())
 }
 
 /// Locks `path` exclusively, retrying until the locked file is the one the name points to
@@ -68,11 +62,7 @@ fn try_lock(file: File, exclusive: bool, path: &Path) -> Result<Option<Flock<Fil
     match Flock::lock(file, arg) {
         Ok(lock) => Ok(Some(lock)),
         Err((_, Errno::EWOULDBLOCK)) => Ok(None),
-        Err((_, errno)) => Err(std::io::Error::new(
-            std::io::Error::from(errno).kind(),
-            format!("failed to lock '{}': {errno}", path.display()),
-        )
-        .into()),
+        Err((_, errno)) => Err(io_at("lock", path, errno).into()),
     }
 }
 
@@ -129,13 +119,9 @@ impl TempRoots {
             text.push_str(path);
             text.push('\n');
         }
-        let path = self.path.clone();
-        (&*self.file).write_all(text.as_bytes()).map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("failed to write '{}': {e}", path.display()),
-            )
-        })?;
+        (&*self.file)
+            .write_all(text.as_bytes())
+            .map_err(|e| io_at("write", &self.path, e))?;
         Ok(())
     }
 }

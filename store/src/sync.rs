@@ -14,15 +14,8 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
 /// an fsync per file when a tree of thousands of files was just written.
 pub fn syncfs(dir: &Path) -> Result<()> {
     let file = fs_err::File::open(dir)?;
-    nix::unistd::syncfs(file.as_raw_fd()).map_err(|errno| {
-        std::io::Error::new(
-            std::io::Error::from(errno).kind(),
-            format!(
-                "failed to sync the filesystem of '{}': {errno}",
-                dir.display()
-            ),
-        )
-    })?;
+    nix::unistd::syncfs(file.as_raw_fd())
+        .map_err(|errno| crate::error::io_at("sync the filesystem of", dir, errno))?;
     Ok(())
 }
 

@@ -290,12 +290,7 @@ impl RangeReader<'_> {
                 Ok(0) => return Err(LayoutError::Changed(path)),
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    return Err(LayoutError::Io(std::io::Error::new(
-                        e.kind(),
-                        format!("failed to read '{}': {e}", path.display()),
-                    )))
-                }
+                Err(e) => return Err(LayoutError::Io(crate::error::io_at("read", &path, e))),
             }
         }
         Ok(())
