@@ -12,17 +12,22 @@ Exit codes:
   3  `store verify` found problems it did not repair
   4  the store database stayed locked by another process (see NOODLE_DB_TIMEOUT)
   5  refused: the path is still referenced, rooted or in use
+  6  `build --check` found that a rebuild differs (not reproducible)
 
 Environment:
   NOODLE_ROOT        physical root of the store (as --root)
   NOODLE_STORE_DIR   logical store directory for `init` (as --store-dir)
   NOODLE_DB_TIMEOUT  seconds to wait for a database locked by another process (default 60)
+  NOODLE_CHANNEL     the channel (a directory holding pkgs/) to build from (as --channel)
   NOODLE_FAILPOINT   crash testing: abort at a named failure point, e.g. add:after-rename
 
 Files (under the root R):
   R/noodle/store/<hash>-<name>    read-only store paths
   R/noodle/var/db/store.sqlite    the database
-  R/noodle/var/gcroots/           symlinks that keep paths alive (as do var/profiles/)";
+  R/noodle/var/gcroots/           symlinks that keep paths alive (as do var/profiles/)
+  R/noodle/var/log/               build logs (zstd), shown by `noodle log`
+  <channel>/pkgs/<name>/<version>.toml   recipes
+  <channel>/noodle.lock           exact versions, source pins, plan hashes and output paths";
 
 /// noodle: an immutable-generations package store for Linux.
 ///
@@ -48,6 +53,11 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub quiet: bool,
 
+    /// The channel to build from: a directory holding pkgs/<name>/<version>.toml
+    /// [default: the store's configured channel (`noodle channel`), else the current directory].
+    #[arg(long, global = true, env = "NOODLE_CHANNEL", value_name = "DIR")]
+    pub channel: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -68,9 +78,73 @@ pub enum Command {
         )]
         store_dir: String,
     },
+    /// Build packages in a sandbox and print their output paths, one per line.
+    ///
+    /// TARGET is a package of the channel (`hello`: its highest version), an exact version
+    /// (`crypto@1.2.3`), a semver requirement (`'crypto@>=1.2.5'`, `crypto@^1.2`), a package
+    /// directory (`pkgs/hello`) or a recipe file (`pkgs/hello/1.0.0.toml`). Dependencies are
+    /// resolved edge by edge to the highest version that satisfies each requirement, kept
+    /// where noodle.lock already fixed them; the lockfile is written (or checked, with
+    /// --locked). An output that is already valid is never rebuilt. Builds run hermetically:
+    /// only their inputs are visible, no network, no host files, as an unprivileged user.
+    Build(BuildArgs),
+    /// Resolve recipes and write noodle.lock without building.
+    ///
+    /// Without TARGETs the whole channel is locked (every version of every package). Sources
+    /// without a pin in their recipe are fetched and pinned here.
+    Lock {
+        /// Only these packages (same syntax as `build`).
+        targets: Vec<String>,
+        /// Move these packages to the highest versions their requirements allow and pin their
+        /// sources again (e.g. after the host's busybox changed).
+        #[arg(long, value_name = "NAME")]
+        update: Vec<String>,
+        /// Fail if noodle.lock would change, instead of changing it.
+        #[arg(long)]
+        locked: bool,
+    },
+    /// Print the build log of an output path (or of the last failed attempt to build it).
+    Log {
+        /// The output's store path (or a package of the channel, e.g. `hello@1.0.0`).
+        path: String,
+    },
+    /// Show the store's default channel, or set it.
+    Channel {
+        /// A directory holding pkgs/ to build from when neither --channel nor NOODLE_CHANNEL is given.
+        dir: Option<PathBuf>,
+    },
     /// Work with the store itself: add, inspect, verify, collect garbage.
     #[command(subcommand)]
     Store(StoreCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// What to build (see above).
+    #[arg(required = true, value_name = "TARGET")]
+    pub targets: Vec<String>,
+    /// Rebuild the (already built) targets in a fresh sandbox and compare: exit code 6 and the
+    /// files that differ when the result is not identical.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub check: bool,
+    /// Print the plan: what would be fetched, built or reused, and why. Changes nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Fail if noodle.lock would change, instead of changing it.
+    #[arg(long)]
+    pub locked: bool,
+    /// Builds to run at the same time [default: the number of cores].
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Kill a build that runs longer than this [default: the recipe's `timeout`, else 3600].
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// Kill a build that prints nothing for this long [default: the recipe's `max-silent`, else 600].
+    #[arg(long, value_name = "SECONDS")]
+    pub max_silent: Option<u64>,
+    /// Keep the working directory of a failed build under var/tmp, to look at.
+    #[arg(long)]
+    pub keep_failed: bool,
 }
 
 #[derive(Debug, Subcommand)]

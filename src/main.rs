@@ -9,6 +9,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // The sandbox helper must start as a fresh, single-threaded process: before anything else.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(noodle_builder::sandbox::HELPER_ARG))
+    {
+        noodle_builder::sandbox::helper_main()
+    }
     let cli = cli::Cli::parse();
     match commands::run(&cli) {
         Ok(code) => code,

@@ -13,6 +13,7 @@ use crate::cli::Cli;
 pub const EXIT_PROBLEMS: u8 = 3;
 pub const EXIT_BUSY: u8 = 4;
 pub const EXIT_REFUSED: u8 = 5;
+pub const EXIT_NOT_REPRODUCIBLE: u8 = 6;
 
 pub fn exit_code_of(error: &anyhow::Error) -> ExitCode {
     match error.downcast_ref::<StoreError>() {

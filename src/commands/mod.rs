@@ -1,5 +1,6 @@
 //! One function per command: open the store, call the library, print.
 
+mod build;
 mod store;
 
 use std::path::PathBuf;
@@ -36,6 +37,14 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Store(command) => store::run(cli, command),
+        Command::Build(args) => build::build(cli, args),
+        Command::Lock {
+            targets,
+            update,
+            locked,
+        } => build::lock(cli, targets, update, *locked),
+        Command::Log { path } => build::log(cli, path),
+        Command::Channel { dir } => build::channel_command(cli, dir.as_ref()),
     }
 }
 

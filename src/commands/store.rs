@@ -203,6 +203,7 @@ fn add(cli: &Cli, args: &AddArgs) -> anyhow::Result<ExitCode> {
         name: args.name.clone(),
         scan_references: args.scan_references,
         gc_root: args.gc_root.clone(),
+        expect_hash: None,
     };
     let mut results = Vec::new();
     for source in &args.paths {

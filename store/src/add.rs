@@ -26,6 +26,8 @@ pub struct AddOptions {
     pub scan_references: bool,
     /// Also make `var/gcroots/<name>` a root of the result.
     pub gc_root: Option<String>,
+    /// Refuse the tree, writing nothing, unless its NAR hash is this (a pinned source).
+    pub expect_hash: Option<Blake3>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -149,6 +151,15 @@ impl Store {
                 .collect(),
             None => Vec::new(),
         };
+        if let Some(expected) = &options.expect_hash {
+            if *expected != digest.hash {
+                return Err(StoreError::HashMismatch {
+                    path: source.clone(),
+                    expected: expected.to_string(),
+                    actual: digest.hash.to_string(),
+                });
+            }
+        }
         let path = StorePath::for_source(&self.dirs.store_dir, &digest.hash, &references, &name)?;
         let logical = self.logical(&path);
 
@@ -250,6 +261,7 @@ impl Store {
             nar_size,
             references,
             ca: Some(&ca),
+            deriver: None,
             entries: &entries,
         })?;
         failpoint::hit("add:after-register");

@@ -44,6 +44,27 @@ const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (path_id, rel)
      ) WITHOUT ROWID;
      CREATE INDEX entries_hash ON entries(hash) WHERE hash IS NOT NULL;",
+    // 2: build plans (what an output was built from) and build attempts with their logs.
+    "CREATE TABLE plans (
+         hash TEXT PRIMARY KEY,
+         output TEXT NOT NULL,
+         json TEXT NOT NULL
+     ) WITHOUT ROWID;
+     CREATE INDEX plans_output ON plans(output);
+     CREATE TABLE builds (
+         id INTEGER PRIMARY KEY,
+         plan_hash TEXT NOT NULL,
+         output TEXT NOT NULL,
+         kind TEXT NOT NULL CHECK (kind IN ('build', 'check')),
+         status TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
+         pid INTEGER NOT NULL,
+         started_at INTEGER NOT NULL,
+         finished_at INTEGER,
+         log TEXT,
+         nar_hash TEXT,
+         error TEXT
+     );
+     CREATE INDEX builds_output ON builds(output);",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -94,6 +115,8 @@ pub struct Registration<'a> {
     pub nar_size: u64,
     pub references: &'a [String],
     pub ca: Option<&'a str>,
+    /// For a build output: the hash of the plan it was built from.
+    pub deriver: Option<&'a str>,
     pub entries: &'a [EntryRecord],
 }
 
@@ -168,7 +191,10 @@ impl Db {
 
     /// Runs `f`, retrying while the database is busy beyond SQLite's own busy handler (which
     /// does not cover every case, e.g. WAL recovery), until the timeout.
-    fn retry<T>(&self, mut f: impl FnMut(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+    pub(crate) fn retry<T>(
+        &self,
+        mut f: impl FnMut(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
         let start = Instant::now();
         loop {
             match f(&self.conn) {
@@ -237,6 +263,17 @@ impl Db {
         })
     }
 
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )
+        })
+        .map(drop)
+    }
+
     pub fn set_meta_if_absent(&mut self, key: &str, value: &str) -> Result<()> {
         self.write(|tx| {
             tx.execute(
@@ -299,14 +336,15 @@ impl Db {
             .unwrap_or(0);
         self.write(|tx| {
             let inserted = tx.execute(
-                "INSERT OR IGNORE INTO paths (path, nar_hash, nar_size, registered_at, ca)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR IGNORE INTO paths (path, nar_hash, nar_size, registered_at, ca, deriver)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     reg.path,
                     reg.nar_hash.to_string(),
                     reg.nar_size as i64,
                     now,
-                    reg.ca
+                    reg.ca,
+                    reg.deriver
                 ],
             )?;
             if inserted == 0 {

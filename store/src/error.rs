@@ -53,6 +53,14 @@ pub enum StoreError {
     NotValid(String),
     #[error("refusing to delete '{path}': {why}")]
     InUse { path: String, why: String },
+    #[error("'{path}' has NAR hash {actual}, expected {expected}")]
+    HashMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("the build output at '{path}' is refused: {why}")]
+    BadOutput { path: PathBuf, why: String },
     #[error("'{path}' cannot be added: {why}")]
     BadInput { path: PathBuf, why: String },
 }

@@ -22,6 +22,9 @@ pub const ALL: &[&str] = &[
     "optimise:dir-writable",
     "optimise:after-temp-link",
     "optimise:after-replace",
+    "build:before-rename",
+    "build:after-rename",
+    "build:after-register",
 ];
 
 fn configured() -> &'static Vec<(String, String)> {

@@ -7,6 +7,7 @@
 pub mod add;
 pub mod base32;
 mod buffers;
+pub mod builds;
 pub mod canon;
 pub mod copy;
 pub mod db;
@@ -18,6 +19,7 @@ pub mod hash;
 pub mod locks;
 pub mod nar;
 pub mod optimise;
+pub mod output;
 pub mod path;
 pub mod progress;
 pub mod refscan;

@@ -13,6 +13,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -91,13 +92,37 @@ impl GcLock {
 
 /// This process's temporary roots: paths it is creating or about to return.
 pub struct TempRoots {
-    file: Flock<File>,
+    file: Mutex<Flock<File>>,
     path: PathBuf,
     dirs: StoreDirs,
 }
 
+/// One temporary-roots file per process and store, shared by every `Store` handle the
+/// process opens (builds open one per thread): the file's lock is per open file, so a second
+/// handle locking it again would wait for the first forever.
+static SHARED_TEMPROOTS: Mutex<Vec<(PathBuf, Weak<TempRoots>)>> = Mutex::new(Vec::new());
+
 impl TempRoots {
-    pub fn create(dirs: &StoreDirs) -> Result<Self> {
+    /// This process's temporary roots in the store of `dirs`, created on first use.
+    pub fn shared(dirs: &StoreDirs) -> Result<Arc<Self>> {
+        let path = dirs.temproots().join(std::process::id().to_string());
+        let mut shared = SHARED_TEMPROOTS
+            .lock()
+            .map_err(|_| std::io::Error::other("temporary roots registry poisoned"))?;
+        shared.retain(|(_, weak)| weak.strong_count() > 0);
+        if let Some(existing) = shared
+            .iter()
+            .find(|(p, _)| *p == path)
+            .and_then(|(_, weak)| weak.upgrade())
+        {
+            return Ok(existing);
+        }
+        let created = Arc::new(Self::create(dirs)?);
+        shared.push((path, Arc::downgrade(&created)));
+        Ok(created)
+    }
+
+    fn create(dirs: &StoreDirs) -> Result<Self> {
         let path = dirs.temproots().join(std::process::id().to_string());
         // A collection that opened the file before we locked it takes it for a dead process's
         // and unlinks it; a lock on an unlinked file protects nothing, so start again.
@@ -105,21 +130,25 @@ impl TempRoots {
         // A file left by a dead process with our pid holds nothing of ours.
         file.set_len(0)?;
         Ok(Self {
-            file,
+            file: Mutex::new(file),
             path,
             dirs: dirs.clone(),
         })
     }
 
     /// Protects `paths` (logical store paths) from any collection that has not yet decided.
-    pub fn add(&mut self, paths: &[String]) -> Result<()> {
+    pub fn add(&self, paths: &[String]) -> Result<()> {
         let _gc = GcLock::shared(&self.dirs)?;
         let mut text = String::new();
         for path in paths {
             text.push_str(path);
             text.push('\n');
         }
-        (&*self.file)
+        let file = self
+            .file
+            .lock()
+            .map_err(|_| std::io::Error::other("temporary roots file poisoned"))?;
+        (&**file)
             .write_all(text.as_bytes())
             .map_err(|e| io_at("write", &self.path, e))?;
         Ok(())
@@ -175,6 +204,27 @@ pub struct PathLock {
 }
 
 impl PathLock {
+    /// Like `acquire`, but calls `on_wait` first when another process holds the lock (so the
+    /// user learns why nothing happens, e.g. another build of the same output).
+    pub fn acquire_noting(dirs: &StoreDirs, digest: &str, on_wait: impl FnOnce()) -> Result<Self> {
+        let path = dirs.locks().join(format!("{digest}.lock"));
+        let file = open_lock_file(&path)?;
+        if let Some(held) = try_lock(file, true, &path)? {
+            let ours = held.metadata()?;
+            if let Ok(now) = fs_err::metadata(&path) {
+                if now.ino() == ours.ino() && now.dev() == ours.dev() {
+                    return Ok(Self {
+                        lock: Some(held),
+                        path,
+                    });
+                }
+            }
+        } else {
+            on_wait();
+        }
+        Self::acquire(dirs, digest)
+    }
+
     pub fn acquire(dirs: &StoreDirs, digest: &str) -> Result<Self> {
         let path = dirs.locks().join(format!("{digest}.lock"));
         // The previous holder unlinks the file when done.

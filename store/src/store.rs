@@ -13,7 +13,7 @@ const META_STORE_DIR: &str = "store_dir";
 pub struct Store {
     pub(crate) dirs: StoreDirs,
     pub(crate) db: Db,
-    temproots: Option<TempRoots>,
+    temproots: Option<std::sync::Arc<TempRoots>>,
 }
 
 impl Store {
@@ -64,6 +64,10 @@ impl Store {
         &self.dirs
     }
 
+    pub fn db_mut(&mut self) -> &mut Db {
+        &mut self.db
+    }
+
     pub fn db(&self) -> &Db {
         &self.db
     }
@@ -106,10 +110,10 @@ impl Store {
         Ok(path)
     }
 
-    pub(crate) fn temproots(&mut self) -> Result<&mut TempRoots> {
+    pub(crate) fn temproots(&mut self) -> Result<&TempRoots> {
         if self.temproots.is_none() {
-            self.temproots = Some(TempRoots::create(&self.dirs)?);
+            self.temproots = Some(TempRoots::shared(&self.dirs)?);
         }
-        Ok(self.temproots.as_mut().expect("created just above"))
+        Ok(self.temproots.as_ref().expect("created just above"))
     }
 }

@@ -105,7 +105,7 @@ fn metadata_problems(root: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-fn fix_metadata(root: &Path) -> Result<()> {
+pub(crate) fn fix_metadata(root: &Path) -> Result<()> {
     let entries: Vec<walkdir::DirEntry> = walkdir::WalkDir::new(root)
         .follow_links(false)
         .contents_first(true)
@@ -128,7 +128,7 @@ fn fix_metadata(root: &Path) -> Result<()> {
 }
 
 /// Which files differ between what was recorded and what is there.
-fn damaged_files(recorded: &[EntryRecord], actual: &[EntryRecord]) -> Vec<String> {
+pub fn damaged_files(recorded: &[EntryRecord], actual: &[EntryRecord]) -> Vec<String> {
     let show = |rel: &[u8]| {
         if rel.is_empty() {
             ".".to_owned()

@@ -1,0 +1,181 @@
+//! Registering a build output (DESIGN.md §6). The builder wrote it in place under `var/tmp`
+//! (same filesystem as the store); it is checked, canonicalised where it lies, hashed and
+//! scanned for references, renamed into the store and registered in one transaction.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use crate::add::Added;
+use crate::error::{io_at, Result, StoreError};
+use crate::nar::{hash_layout, NarLayout};
+use crate::path::StorePath;
+use crate::refscan::HASH_LEN;
+use crate::store::Store;
+use crate::{canon, copy, db, failpoint, sync, verify};
+
+/// Why a build's output may not enter the store.
+fn refuse(path: &Path, rel: &Path, why: &str) -> StoreError {
+    StoreError::BadOutput {
+        path: path.to_owned(),
+        why: format!("'{}' {why}", rel.display()),
+    }
+}
+
+/// Refuses special files and setuid/setgid files, makes every directory traversable and
+/// (when run as root) gives every entry to the store's owner, before canonicalisation.
+fn check_and_own(root: &Path) -> Result<()> {
+    let euid = nix::unistd::geteuid();
+    let egid = nix::unistd::getegid();
+    for entry in walkdir::WalkDir::new(root).follow_links(false) {
+        let entry = entry.map_err(|e| {
+            std::io::Error::other(format!("failed to walk '{}': {e}", root.display()))
+        })?;
+        let path = entry.path();
+        let rel = path.strip_prefix(root).unwrap_or(path);
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let meta = fs_err::symlink_metadata(path)?;
+        let kind = meta.file_type();
+        let special = if kind.is_dir() || kind.is_file() || kind.is_symlink() {
+            None
+        } else if kind.is_block_device() || kind.is_char_device() {
+            Some("is a device file")
+        } else if kind.is_fifo() {
+            Some("is a fifo")
+        } else {
+            Some("is a socket")
+        };
+        if let Some(why) = special {
+            return Err(refuse(
+                root,
+                rel,
+                &format!("{why}; a store path holds only regular files, directories and symlinks"),
+            ));
+        }
+        if !kind.is_dir() && meta.mode() & 0o6000 != 0 {
+            return Err(refuse(
+                root,
+                rel,
+                &format!(
+                    "is setuid/setgid (mode {:04o}); store paths never carry those bits",
+                    meta.mode() & 0o7777
+                ),
+            ));
+        }
+        if meta.uid() != euid.as_raw() || meta.gid() != egid.as_raw() {
+            nix::unistd::fchownat(
+                None,
+                path,
+                Some(euid),
+                Some(egid),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| io_at("change the owner of", path, e))?;
+        }
+        if kind.is_dir() && meta.mode() & 0o700 != 0o700 {
+            fs_err::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Protects paths from garbage collection for as long as this store handle lives.
+    pub fn protect(&mut self, paths: &[String]) -> Result<()> {
+        self.temproots()?.add(paths)
+    }
+
+    /// Moves the output a build left at `staged` into the store as `path` and registers it.
+    /// References are searched among `candidates` (the build's input closure) and `path`
+    /// itself. The caller holds the output's `PathLock` and protects `candidates`.
+    pub fn register_output(
+        &mut self,
+        staged: &Path,
+        path: &StorePath,
+        candidates: &[String],
+        plan_hash: &str,
+    ) -> Result<Added> {
+        let logical = self.logical(path);
+        check_and_own(staged)?;
+        verify::fix_metadata(staged)?;
+
+        let prefix = self.dirs.store_dir.as_str().len() + 1;
+        let digest_of = |p: &str| -> Option<[u8; HASH_LEN]> {
+            p.as_bytes().get(prefix..prefix + HASH_LEN)?.try_into().ok()
+        };
+        let by_digest: HashMap<[u8; HASH_LEN], String> = candidates
+            .iter()
+            .chain(std::iter::once(&logical))
+            .filter_map(|p| Some((digest_of(p)?, p.clone())))
+            .collect();
+        let wanted: HashSet<[u8; HASH_LEN]> = by_digest.keys().copied().collect();
+        let layout = NarLayout::of(staged)?;
+        let digest = hash_layout(&layout, Some(&wanted), &|_| {})?;
+        let references: Vec<String> = digest
+            .references
+            .iter()
+            .filter_map(|d| by_digest.get(d).cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let entries = copy::record_tree(staged)?;
+
+        let mut protect = vec![logical.clone()];
+        protect.extend(references.iter().cloned());
+        self.protect(&protect)?;
+        for reference in references.iter().filter(|r| **r != logical) {
+            if !self.db.is_valid(reference)? {
+                return Err(StoreError::BadOutput {
+                    path: staged.to_owned(),
+                    why: format!("its reference {reference} is no longer valid (deleted by a concurrent gc?): build again"),
+                });
+            }
+        }
+
+        let dest = self.physical(path);
+        // Unregistered, and the caller holds the path's lock: a crashed build's leftover.
+        canon::remove_tree(&dest)?;
+        sync::syncfs(&self.dirs.tmp())?;
+        failpoint::hit("build:before-rename");
+        fs_err::rename(staged, &dest)?;
+        sync::fsync_dir(&self.dirs.store())?;
+        failpoint::hit("build:after-rename");
+        let registered = self.db.register(&db::Registration {
+            path: &logical,
+            nar_hash: &digest.hash,
+            nar_size: digest.size,
+            references: &references,
+            ca: None,
+            deriver: Some(plan_hash),
+            entries: &entries,
+        });
+        if registered.is_err() {
+            if let Ok(false) = self.db.is_valid(&logical) {
+                let _ = canon::remove_tree(&dest);
+            }
+        }
+        registered?;
+        failpoint::hit("build:after-register");
+        Ok(Added {
+            path: logical,
+            nar_hash: digest.hash.to_string(),
+            nar_size: digest.size,
+            references,
+            added: true,
+        })
+    }
+
+    /// The NAR hash, per-entry records and references of an output that is NOT to be
+    /// registered (a `--check` rebuild), after the same checks and canonicalisation.
+    pub fn inspect_output(&self, staged: &Path) -> Result<(crate::Blake3, Vec<db::EntryRecord>)> {
+        check_and_own(staged)?;
+        verify::fix_metadata(staged)?;
+        let layout = NarLayout::of(staged)?;
+        let digest = hash_layout(&layout, None, &|_| {})?;
+        Ok((digest.hash, copy::record_tree(staged)?))
+    }
+}
