@@ -345,26 +345,33 @@ fn timeout_and_max_silent_kill_the_build() {
 fn killing_the_helper_kills_the_build() {
     let fx = Fixture::new();
     let work = fx.dir.join("work");
-    let helper_cmdline = [HELPER, "__noodle-sandbox", work.to_str().expect("utf-8")];
-    let mut helpers = Vec::new();
-    let mut on_output = |_: &[u8]| {
-        if helpers.is_empty() {
-            // The cloned init has the same command line; the helper is our child.
-            let ours = format!(") S {} ", std::process::id());
-            helpers = host_processes(&helper_cmdline);
-            helpers.retain(|pid| {
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
-                stat.is_ok_and(|s| s.contains(&ours))
-            });
-            for pid in &helpers {
-                let pid = nix::unistd::Pid::from_raw(pid.parse().expect("pid"));
-                nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill");
-            }
-        }
-    };
-    // The sleep does not hold the output pipe, so `run` returns as soon as init is gone.
     let spec = fx.spec("sleep 3457 >/dev/null 2>&1 & echo started; sleep 3456 >/dev/null 2>&1");
-    let result = sandbox::run(&spec, Path::new(HELPER), &work, &LIMITS, &mut on_output);
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let helper_cmdline = [HELPER, "__noodle-sandbox", work.to_str().expect("utf-8")];
+        let mut helpers = Vec::new();
+        let mut on_output = |_: &[u8]| {
+            if helpers.is_empty() {
+                // The cloned init has the same command line; the helper is our child.
+                let ours = format!(") S {} ", std::process::id());
+                helpers = host_processes(&helper_cmdline);
+                helpers.retain(|pid| {
+                    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+                    stat.is_ok_and(|s| s.contains(&ours))
+                });
+                for pid in &helpers {
+                    let pid = nix::unistd::Pid::from_raw(pid.parse().expect("pid"));
+                    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill");
+                }
+            }
+        };
+        // The sleeps do not hold the output pipe: `run` returns once init is gone.
+        let result = sandbox::run(&spec, Path::new(HELPER), &work, &LIMITS, &mut on_output);
+        let _ = sender.send((helpers, result));
+    });
+    let (helpers, result) = receiver
+        .recv_timeout(Duration::from_secs(10))
+        .expect("`run` hangs: init outlived its helper");
     assert_eq!(helpers.len(), 1, "{result:?}");
     assert!(
         matches!(result, Err(SandboxError::NoReport { .. })),

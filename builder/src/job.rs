@@ -226,11 +226,6 @@ pub fn run(ctx: &Context<'_>, job: &Job, kind: BuildKind) -> Result<Done, BuildE
         BuildKind::Check => None,
     };
     let closure = input_closure(&mut store, job)?;
-    store.db_mut().record_plan(
-        &job.plan_hash.to_string(),
-        &job.logical,
-        &String::from_utf8_lossy(&job.plan.canonical_json()),
-    )?;
 
     let workdir = store.dirs().tmp().join(format!(
         "{}-{}.build",
@@ -280,10 +275,13 @@ fn run_in(
 
     let log_name = log_name(job);
     let log_path = store.dirs().log().join(&log_name);
-    let build_id =
-        store
-            .db_mut()
-            .start_build(&job.plan_hash.to_string(), &job.logical, kind, &log_name)?;
+    let build_id = store.db_mut().start_build(
+        &job.plan_hash.to_string(),
+        &job.logical,
+        &String::from_utf8_lossy(&job.plan.canonical_json()),
+        kind,
+        &log_name,
+    )?;
     let mut log = LogWriter::create(&log_path)?;
     ctx.listener.event(&Event::Started {
         package: &job.label,

@@ -53,6 +53,7 @@ pub struct Prepared {
     pub lock_changes: Vec<String>,
     locked: bool,
     lock_dirty: bool,
+    store_dir: noodle_store::StoreDir,
 }
 
 /// What will happen to one package of the graph.
@@ -125,21 +126,47 @@ pub fn prepare(
         pins,
         lock,
         lock_dirty: !lock_changes.is_empty(),
+        store_dir: store.store_dir().clone(),
         lock_changes,
         locked: request.locked,
     };
-    if !request.dry_run {
-        prepared.write_lock()?;
-    }
     Ok(prepared)
 }
 
 impl Prepared {
-    fn write_lock(&mut self) -> Result<(), BuildError> {
-        if self.lock_dirty && !self.locked {
-            self.lock.write(&self.channel.lock_path())?;
-            self.lock_dirty = false;
+    /// Writes noodle.lock if the resolution (or a build's NAR hash) changed it. `build`
+    /// calls this itself, once, when its builds are done.
+    ///
+    /// Another noodle may have written the lockfile since it was read (two builds in one
+    /// channel): under a lock on the channel directory, the file is read again and this
+    /// session's entries merged into it, so neither writer loses the other's packages.
+    pub fn write_lock(&mut self) -> Result<(), BuildError> {
+        if !self.lock_dirty || self.locked {
+            return Ok(());
         }
+        let path = self.channel.lock_path();
+        let dir = fs_err::File::open(self.channel.root())?;
+        let _guard =
+            nix::fcntl::Flock::lock(dir.into_parts().0, nix::fcntl::FlockArg::LockExclusive)
+                .map_err(|(_, errno)| {
+                    std::io::Error::other(format!(
+                        "failed to lock the channel directory '{}': {errno}",
+                        self.channel.root().display()
+                    ))
+                })?;
+        let mut merged = Lockfile::load(&path)?.unwrap_or_default();
+        let before = merged.to_toml();
+        merged.update(&self.graph, &self.plans, &self.store_dir)?;
+        for id in self.graph.packages.keys() {
+            if let Some(nar) = self.lock.package(id).and_then(|entry| entry.nar) {
+                merged.set_nar(id, nar);
+            }
+        }
+        if merged.to_toml() != before {
+            merged.write(&path)?;
+        }
+        self.lock = merged;
+        self.lock_dirty = false;
         Ok(())
     }
 
@@ -287,8 +314,22 @@ impl Prepared {
             .expect("steps name packages of the graph")
     }
 
-    /// Builds whatever the targets need; returns the targets' output paths.
+    /// Builds whatever the targets need; returns the targets' output paths. noodle.lock is
+    /// written once at the end, whatever happened (the resolution stands even if a build
+    /// failed).
     pub fn build(
+        &mut self,
+        store: &mut Store,
+        ctx: &Context<'_>,
+        jobs: usize,
+        limits: &Limits,
+    ) -> Result<Vec<String>, BuildError> {
+        let built = self.build_unlocked(store, ctx, jobs, limits);
+        self.write_lock()?;
+        built
+    }
+
+    fn build_unlocked(
         &mut self,
         store: &mut Store,
         ctx: &Context<'_>,
@@ -337,7 +378,6 @@ impl Prepared {
                 None => {}
             }
         }
-        self.write_lock()?;
         match errors.len() {
             0 => self.root_outputs(store),
             1 => Err(errors.remove(0)),

@@ -288,7 +288,8 @@ pub fn lock(
         update: update.iter().cloned().collect(),
         dry_run: false,
     };
-    let prepared = session::prepare(&mut store, channel, &request)?;
+    let mut prepared = session::prepare(&mut store, channel, &request)?;
+    prepared.write_lock()?;
     if cli.json {
         output::json(&serde_json::json!({
             "lockfile": lock_path,

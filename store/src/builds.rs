@@ -71,15 +71,21 @@ impl Db {
         })
     }
 
+    /// Records an attempt as running, and the plan it builds, in one transaction.
     pub fn start_build(
         &mut self,
         plan_hash: &str,
         output: &str,
+        plan_json: &str,
         kind: BuildKind,
         log: &str,
     ) -> Result<i64> {
         let pid = std::process::id();
         self.write(|tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO plans (hash, output, json) VALUES (?1, ?2, ?3)",
+                params![plan_hash, output, plan_json],
+            )?;
             tx.execute(
                 "INSERT INTO builds (plan_hash, output, kind, status, pid, started_at, log)
                  VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6)",
@@ -155,12 +161,12 @@ mod tests {
             Some(("blake3:aa".into(), "{}".into()))
         );
         let first = db
-            .start_build("blake3:aa", "/s/x-out", BuildKind::Build, "a.log.zst")
+            .start_build("blake3:aa", "/s/x-out", "{}", BuildKind::Build, "a.log.zst")
             .expect("start");
         db.finish_build(first, None, Some("exit 1"))
             .expect("finish");
         let second = db
-            .start_build("blake3:aa", "/s/x-out", BuildKind::Build, "b.log.zst")
+            .start_build("blake3:aa", "/s/x-out", "{}", BuildKind::Build, "b.log.zst")
             .expect("start");
         db.finish_build(second, Some("blake3:bb"), None)
             .expect("finish");

@@ -139,7 +139,7 @@ impl Store {
         let dest = self.physical(path);
         // Unregistered, and the caller holds the path's lock: a crashed build's leftover.
         canon::remove_tree(&dest)?;
-        sync::syncfs(&self.dirs.tmp())?;
+        sync::sync_tree(staged, &layout)?;
         failpoint::hit("build:before-rename");
         fs_err::rename(staged, &dest)?;
         sync::fsync_dir(&self.dirs.store())?;

@@ -19,6 +19,32 @@ pub fn syncfs(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Trees with at most this many entries are synced entry by entry; larger ones with syncfs.
+const SMALL_TREE: usize = 256;
+
+/// Makes a freshly written tree durable: fsync of each file and directory when the tree is
+/// small (cheap, and independent of what else is being written to the filesystem), one
+/// syncfs when it is large.
+pub fn sync_tree(root: &Path, layout: &crate::nar::NarLayout) -> Result<()> {
+    use crate::nar::EntryKind;
+    let entries = layout.entries();
+    if entries.len() > SMALL_TREE {
+        return syncfs(root);
+    }
+    for entry in entries {
+        let path = crate::nar::layout::entry_path(root, &entry.rel);
+        match entry.kind {
+            EntryKind::Regular { .. } | EntryKind::Directory => {
+                fs_err::File::open(&path)?.sync_all()?
+            }
+            // A symlink's target lives in its inode, written with the directory entry that
+            // the parent directory's fsync flushes.
+            EntryKind::Symlink { .. } => {}
+        }
+    }
+    Ok(())
+}
+
 /// Replaces `link` by a symlink to `target` atomically (temp name, rename, fsync the directory).
 pub fn replace_symlink(target: &Path, link: &Path) -> Result<()> {
     let dir = link.parent().unwrap_or(Path::new("."));

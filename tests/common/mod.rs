@@ -2,6 +2,8 @@
 //! real `noodle` binary run against it.
 #![allow(dead_code)]
 
+pub mod channel;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -116,7 +116,9 @@ fn sandbox(work_dir: &Path) -> Result<Report, String> {
         return Err(message);
     }
     nix::unistd::write(&sync_write, b"G").map_err(|e| format!("starting the sandbox: {e}"))?;
-    drop(sync_write);
+    // Kept open until we exit: init checks that we are still alive through it (see
+    // init::build_root).
+    let _alive = sync_write;
 
     // The parent closes our stdin (the control pipe) to stop the build, or dies: either way
     // the read ends, and SIGKILL to init makes the kernel kill its whole pid namespace. init

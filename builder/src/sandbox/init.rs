@@ -47,7 +47,7 @@ pub(super) fn child_main(
     if !matches!(nix::unistd::read(sync_read.as_raw_fd(), &mut go), Ok(1)) {
         return 1;
     }
-    let report = match init(spec, root) {
+    let report = match init(spec, root, sync_read) {
         Ok(report) => report,
         Err(message) => Report::SetupFailed(message),
     };
@@ -75,11 +75,11 @@ struct Exec {
     env: Vec<CString>,
 }
 
-fn init(spec: &SandboxSpec, root: &Path) -> Result<Report, String> {
+fn init(spec: &SandboxSpec, root: &Path, helper_alive: BorrowedFd<'_>) -> Result<Report, String> {
     // A session of our own: no controlling terminal, so the builder's /dev/tty cannot reach
     // the terminal noodle was started from.
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
-    build_root(spec, root)?;
+    build_root(spec, root, helper_alive)?;
     nix::unistd::sethostname("localhost").map_err(|e| format!("setting the hostname: {e}"))?;
     sys::set_domainname("(none)").map_err(|e| format!("setting the domain name: {e}"))?;
     sys::bring_up_loopback().map_err(|e| format!("bringing up lo: {e}"))?;
@@ -282,7 +282,7 @@ enum Input {
 
 /// Build the new root in a tmpfs on `root` and pivot into it. Relative paths below are
 /// relative to the new root (our cwd until the pivot).
-fn build_root(spec: &SandboxSpec, root: &Path) -> Result<(), String> {
+fn build_root(spec: &SandboxSpec, root: &Path, helper_alive: BorrowedFd<'_>) -> Result<(), String> {
     // Nothing we mount may propagate back to the host's mount namespace.
     mount(
         None::<&str>,
@@ -334,6 +334,11 @@ fn build_root(spec: &SandboxSpec, root: &Path) -> Result<(), String> {
     let (uid, gid) = (Uid::from_raw(SANDBOX_UID), Gid::from_raw(SANDBOX_GID));
     nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setresgid {gid}: {e}"))?;
     nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setresuid {uid}: {e}"))?;
+    // A change of credentials (as root: uid 0 → the build user) clears the parent-death
+    // signal. Set it again, then check that the helper did not die in between.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(|e| format!("prctl(PR_SET_PDEATHSIG): {e}"))?;
+    check_helper_alive(helper_alive)?;
 
     let store = spec.store_dir.trim_start_matches('/');
     for dir in ["build", store, "dev", "proc", "etc"] {
@@ -430,6 +435,20 @@ fn build_root(spec: &SandboxSpec, root: &Path) -> Result<(), String> {
         .map_err(|e| format!("remounting {target} read-only: {e}"))?;
     }
     Ok(())
+}
+
+/// The helper holds the write end of the sync pipe until it exits: reading must block (EAGAIN
+/// without blocking), not see EOF.
+fn check_helper_alive(sync_read: BorrowedFd<'_>) -> Result<(), String> {
+    let fd = sync_read.as_raw_fd();
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+        .map_err(|e| format!("fcntl(O_NONBLOCK): {e}"))?;
+    match nix::unistd::read(fd, &mut [0u8; 1]) {
+        Err(Errno::EAGAIN) => Ok(()),
+        Ok(0) => Err("the sandbox helper died".into()),
+        Ok(_) => Err("unexpected data from the sandbox helper".into()),
+        Err(e) => Err(format!("reading the sync pipe: {e}")),
+    }
 }
 
 fn mount_fs(fstype: &str, target: &str, flags: MsFlags, data: Option<&str>) -> Result<(), String> {
