@@ -503,7 +503,8 @@ fn outputs_belong_to_the_build_user() {
 }
 
 /// The unprivileged path (user namespace of an ordinary user, setgroups denied): as root,
-/// re-run this test binary's `unprivileged_scenario` as nobody.
+/// re-run this test binary's `unprivileged_scenario` as nobody (with umask 077, which the
+/// builder must not inherit).
 #[test]
 fn works_unprivileged() {
     if !nix::unistd::geteuid().is_root() {
@@ -517,7 +518,9 @@ fn works_unprivileged() {
     std::fs::create_dir(&dir).expect("mkdir");
     std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).expect("chown");
     let exe = std::env::current_exe().expect("current exe");
-    let result = std::process::Command::new("setpriv")
+    // A strict umask, which the builder must not inherit.
+    let result = std::process::Command::new("sh")
+        .args(["-c", "umask 077; exec \"$@\"", "sh", "setpriv"])
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(exe)
         .args([
@@ -549,12 +552,12 @@ fn unprivileged_scenario() {
     let fx = Fixture::at(PathBuf::from(dir));
     assert!(fx.build_user.is_none());
     let output = fx.run_ok(
-        "echo ID $(id -u) $(id -g) HOST $(hostname) IFACES $(grep : /proc/net/dev | cut -d: -f1)
+        "echo ID $(id -u) $(id -g) HOST $(hostname) IFACES $(grep : /proc/net/dev | cut -d: -f1) UMASK $(umask)
          if touch /etc/x; then exit 1; fi
          mkdir $out; echo x > $out/file",
     );
     assert!(
-        output.contains("ID 1000 100 HOST localhost IFACES lo\n"),
+        output.contains("ID 1000 100 HOST localhost IFACES lo UMASK 0022\n"),
         "{output}"
     );
     let (result, _) = fx.run_with("sleep 1236 & echo started", LIMITS);

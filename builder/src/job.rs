@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use noodle_store::builds::BuildKind;
 use noodle_store::db::EntryRecord;
 use noodle_store::locks::PathLock;
-use noodle_store::{Blake3, Store, StorePath};
+use noodle_store::{Blake3, Store, StoreError, StorePath};
 
 use crate::error::BuildError;
 use crate::events::{Event, Listener};
@@ -310,22 +310,31 @@ fn run_in(
             Some(e) => Err(BuildError::Io(e)),
             None => Ok(staged),
         })
-        .and_then(|staged| match kind {
-            BuildKind::Build => {
-                let added = store.register_output(
-                    &staged,
-                    &job.output,
-                    closure,
-                    &job.plan_hash.to_string(),
-                )?;
-                Ok(Done::Built {
-                    nar_hash: added.nar_hash,
-                    seconds: started.elapsed().as_secs_f64(),
-                })
-            }
-            BuildKind::Check => {
-                let (nar_hash, entries) = store.inspect_output(&staged)?;
-                Ok(Done::Checked { nar_hash, entries })
+        .and_then(|staged| {
+            let refused = |e: StoreError| match e {
+                StoreError::BadOutput { why, .. } => BuildError::Failed {
+                    package: job.label.clone(),
+                    why: format!("its output is refused: {why}"),
+                    tail: tail.clone(),
+                    log: log_path.clone(),
+                },
+                other => other.into(),
+            };
+            match kind {
+                BuildKind::Build => {
+                    let plan_hash = job.plan_hash.to_string();
+                    let added = store
+                        .register_output(&staged, &job.output, closure, &plan_hash)
+                        .map_err(refused)?;
+                    Ok(Done::Built {
+                        nar_hash: added.nar_hash,
+                        seconds: started.elapsed().as_secs_f64(),
+                    })
+                }
+                BuildKind::Check => {
+                    let (nar_hash, entries) = store.inspect_output(&staged).map_err(refused)?;
+                    Ok(Done::Checked { nar_hash, entries })
+                }
             }
         });
     let (nar, error) = match &result {

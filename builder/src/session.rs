@@ -119,7 +119,7 @@ pub fn prepare(
     if request.locked && !lock_changes.is_empty() {
         return Err(BuildError::LockOutdated(lock_changes));
     }
-    let mut prepared = Prepared {
+    let prepared = Prepared {
         channel,
         graph,
         plans,
@@ -342,6 +342,22 @@ impl Prepared {
                 package: &step.package,
                 path: &step.path,
             });
+            // An output built elsewhere (or by a run that crashed before writing the lock)
+            // still gets its NAR hash into the lockfile.
+            let id = self.id_of(&step.package).clone();
+            if self
+                .lock
+                .package(&id)
+                .is_some_and(|entry| entry.nar.is_none())
+                && !self.locked
+            {
+                if let Some(info) = store.db().path_info(&step.path)? {
+                    if let Some(hash) = noodle_store::Blake3::parse(&info.nar_hash) {
+                        self.lock.set_nar(&id, hash);
+                        self.lock_dirty = true;
+                    }
+                }
+            }
         }
         self.fetch_sources(store, &steps, ctx.listener)?;
         let to_build: Vec<&Step> = steps.iter().filter(|s| s.action == "build").collect();

@@ -5,8 +5,9 @@
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use nix::fcntl::OFlag;
+use nix::fcntl::{FcntlArg, FdFlag, OFlag};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
@@ -30,6 +31,7 @@ pub fn helper_main() -> ! {
         );
         std::process::exit(125)
     };
+    mark_inherited_fds_cloexec();
     let report = match sandbox(&work_dir) {
         Ok(report) => report,
         Err(message) => Report::SetupFailed(message),
@@ -42,6 +44,21 @@ pub fn helper_main() -> ! {
         std::process::exit(125)
     }
     std::process::exit(0)
+}
+
+/// Descriptors that noodle leaked to us without O_CLOEXEC must not reach the builder.
+fn mark_inherited_fds_cloexec() {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // Fails harmlessly for the directory's own descriptor, closed by now.
+        let _ = nix::fcntl::fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    }
 }
 
 /// The ids init gets mapped to in the parent user namespace.
@@ -70,8 +87,8 @@ fn sandbox(work_dir: &Path) -> Result<Report, String> {
             return Err("running as root needs a build user (SandboxSpec::build_user)".into())
         }
         (false, None) => Mapping::Own {
-            uid: nix::unistd::getuid(),
-            gid: nix::unistd::getgid(),
+            uid: nix::unistd::geteuid(),
+            gid: nix::unistd::getegid(),
         },
         (false, Some(_)) => return Err("a build user needs root".into()),
     };
@@ -121,21 +138,27 @@ fn sandbox(work_dir: &Path) -> Result<Report, String> {
     let _alive = sync_write;
 
     // The parent closes our stdin (the control pipe) to stop the build, or dies: either way
-    // the read ends, and SIGKILL to init makes the kernel kill its whole pid namespace. init
-    // is not reaped below until it is dead, so the pid cannot have been reused.
+    // the read ends, and SIGKILL to init makes the kernel kill its whole pid namespace.
+    // `reaped` keeps the kill away from a reaped (hence reusable) pid.
+    let reaped = Arc::new(Mutex::new(false));
+    let control_reaped = Arc::clone(&reaped);
     std::thread::Builder::new()
         .name("sandbox-control".into())
         .spawn(move || {
             let mut buffer = [0u8; 1];
             let _ = std::io::stdin().read(&mut buffer);
-            let _ = kill(child, Signal::SIGKILL);
+            if !*control_reaped
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+            {
+                let _ = kill(child, Signal::SIGKILL);
+            }
         })
         .map_err(|e| format!("starting the control thread: {e}"))?;
 
     let mut report = Vec::new();
     let read = std::fs::File::from(report_read).read_to_end(&mut report);
-    // WNOWAIT: leave init a zombie, so that its pid stays ours while the control thread may
-    // still kill it; the helper's exit hands it to the system's reaper.
+    // WNOWAIT: wait for init's death without reaping it, then reap it under the lock.
     let status = loop {
         match waitid(Id::Pid(child), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
             Err(nix::errno::Errno::EINTR) => continue,
@@ -145,6 +168,11 @@ fn sandbox(work_dir: &Path) -> Result<Report, String> {
     // init's exit waited for every other process of the namespace to be reaped: the build is
     // gone now.
     let status = status.map_err(|e| format!("waiting for the sandbox's init: {e}"))?;
+    {
+        let mut reaped = reaped.lock().unwrap_or_else(PoisonError::into_inner);
+        *reaped = true;
+        let _ = waitpid(child, None);
+    }
     read.map_err(|e| format!("reading the sandbox's report: {e}"))?;
     if report.is_empty() {
         return Err(format!(

@@ -128,6 +128,8 @@ fn init(spec: &SandboxSpec, root: &Path, helper_alive: BorrowedFd<'_>) -> Result
 fn exec_builder(exec: &Exec) -> String {
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     sys::reset_signal_dispositions();
+    // Not whatever noodle was started with: file modes in $out must not depend on it.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     if let Err(e) = nix::unistd::chdir("/build") {
         return format!("chdir /build: {e}");
     }
