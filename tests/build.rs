@@ -1126,3 +1126,65 @@ fn a_build_sees_only_its_inputs_as_an_unprivileged_user() {
     assert_eq!(read_out(&noodle, &probe, "uid"), "1000\n");
     assert_eq!(read_out(&noodle, &probe, "hostname"), "localhost\n");
 }
+
+/// An ordinary user builds in a sandbox of their own (an unprivileged user namespace), into a
+/// store under their home, and gets the same store paths as root.
+#[test]
+fn an_unprivileged_user_builds_the_same_paths() {
+    if !nix::unistd::geteuid().is_root() {
+        return; // needs root to become another user; as a non-root run, every test covers it
+    }
+    let noodle = Noodle::new();
+    let channel = Channel::repo(&noodle);
+    let as_root = noodle.build_ok(&channel, &["hello"]);
+
+    let home = tempfile::Builder::new()
+        .prefix("noodle-user-")
+        .tempdir()
+        .expect("tempdir");
+    let user_channel = home.path().join("channel");
+    std::fs::create_dir_all(&user_channel).expect("mkdir");
+    std::fs::copy(
+        channel.dir.join("noodle.lock"),
+        user_channel.join("noodle.lock"),
+    )
+    .expect("cp");
+    let status = std::process::Command::new("cp")
+        .args(["-r"])
+        .arg(channel.dir.join("pkgs"))
+        .arg(&user_channel)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let status = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(home.path())
+        .status()
+        .expect("chown");
+    assert!(status.success());
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "env"])
+        .args([
+            "-u",
+            "NOODLE_ROOT",
+            "-u",
+            "XDG_DATA_HOME",
+            "-u",
+            "NOODLE_CHANNEL",
+        ])
+        .arg(format!("HOME={}", home.path().display()))
+        .arg(common::BIN)
+        .arg("--channel")
+        .arg(&user_channel)
+        .args(["build", "--locked", "hello"])
+        .output()
+        .expect("run as nobody");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "unprivileged build failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), as_root, "{stderr}");
+    let store = home.path().join(".local/share/noodle/noodle/store");
+    let built = store.join(as_root[0].rsplit('/').next().expect("base"));
+    let meta = std::fs::metadata(&built).expect("output in the user's store");
+    assert_eq!(meta.uid(), 65534, "the output belongs to the user");
+}

@@ -131,6 +131,12 @@ fn name(store_path: &str) -> &str {
         .expect("a store path has a name")
 }
 
+/// A `sleep` duration (in seconds, far longer than any test) that no other test process uses:
+/// the host check below must not see another test binary's sandbox.
+fn unique(seconds: u32) -> String {
+    format!("{seconds}.{}", std::process::id())
+}
+
 /// Processes on the host whose command line is exactly `words` (the sandbox's pids are
 /// visible from the host's pid namespace too).
 fn host_processes(words: &[&str]) -> Vec<String> {
@@ -279,21 +285,30 @@ fn only_inputs_are_in_the_store() {
 /// the output) are reported and killed: none exists on the host when `run` returns.
 #[test]
 fn leftover_processes_are_reported_and_killed() {
+    let (a, b) = (unique(1234), unique(1235));
     let fx = Fixture::new();
     let (result, output) = fx.run_with(
         // The pause lets both exec before the builder exits, so that they have their names.
-        "sleep 1234 & (setsid sleep 1235 </dev/null >/dev/null 2>&1 &); sleep 0.2; echo started",
+        &format!(
+            "sleep {a} & (setsid sleep {b} </dev/null >/dev/null 2>&1 &); sleep 0.2; echo started"
+        ),
         LIMITS,
     );
     let Ok(Outcome::LeftProcesses(left)) = result else {
         panic!("{result:?}; output:\n{output}")
     };
-    assert!(left.iter().any(|p| p.ends_with(": sleep 1234")), "{left:?}");
-    assert!(left.iter().any(|p| p.ends_with("sleep 1235")), "{left:?}");
-    assert_eq!(host_processes(&["sleep", "1234"]), Vec::<String>::new());
-    assert_eq!(host_processes(&["sleep", "1235"]), Vec::<String>::new());
+    assert!(
+        left.iter().any(|p| p.ends_with(&format!(": sleep {a}"))),
+        "{left:?}"
+    );
+    assert!(
+        left.iter().any(|p| p.ends_with(&format!("sleep {b}"))),
+        "{left:?}"
+    );
+    assert_eq!(host_processes(&["sleep", &a]), Vec::<String>::new());
+    assert_eq!(host_processes(&["sleep", &b]), Vec::<String>::new());
     assert_eq!(
-        host_processes(&["setsid", "sleep", "1235"]),
+        host_processes(&["setsid", "sleep", &b]),
         Vec::<String>::new()
     );
 }
@@ -303,32 +318,34 @@ fn leftover_processes_are_reported_and_killed() {
 /// silence clock.
 #[test]
 fn timeout_and_max_silent_kill_the_build() {
+    let (a, b, c) = (unique(2345), unique(2346), unique(2347));
     let fx = Fixture::new();
     let start = Instant::now();
     let limits = Limits {
         timeout: Duration::from_secs(1),
         max_silent: Duration::from_secs(30),
     };
-    let script =
-        "trap '' TERM INT HUP; echo start; (setsid sleep 2346 >/dev/null 2>&1 &); sleep 2345";
+    let script = &format!(
+        "trap '' TERM INT HUP; echo start; (setsid sleep {b} >/dev/null 2>&1 &); sleep {a}"
+    );
     let (result, output) = fx.run_with(script, limits);
     let elapsed = start.elapsed();
     assert_eq!(result.expect("run"), Outcome::TimedOut, "{output}");
     assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
     assert!(output.contains("start"), "{output}");
-    assert_eq!(host_processes(&["sleep", "2345"]), Vec::<String>::new());
-    assert_eq!(host_processes(&["sleep", "2346"]), Vec::<String>::new());
+    assert_eq!(host_processes(&["sleep", &a]), Vec::<String>::new());
+    assert_eq!(host_processes(&["sleep", &b]), Vec::<String>::new());
 
     let start = Instant::now();
     let limits = Limits {
         timeout: Duration::from_secs(30),
         max_silent: Duration::from_secs(1),
     };
-    let (result, output) = fx.run_with("echo start; sleep 2347", limits);
+    let (result, output) = fx.run_with(&format!("echo start; sleep {c}"), limits);
     let elapsed = start.elapsed();
     assert_eq!(result.expect("run"), Outcome::Silent, "{output}");
     assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
-    assert_eq!(host_processes(&["sleep", "2347"]), Vec::<String>::new());
+    assert_eq!(host_processes(&["sleep", &c]), Vec::<String>::new());
 
     let limits = Limits {
         timeout: Duration::from_secs(30),
@@ -345,7 +362,10 @@ fn timeout_and_max_silent_kill_the_build() {
 fn killing_the_helper_kills_the_build() {
     let fx = Fixture::new();
     let work = fx.dir.join("work");
-    let spec = fx.spec("sleep 3457 >/dev/null 2>&1 & echo started; sleep 3456 >/dev/null 2>&1");
+    let (a, b) = (unique(3456), unique(3457));
+    let spec = fx.spec(&format!(
+        "sleep {b} >/dev/null 2>&1 & echo started; sleep {a} >/dev/null 2>&1"
+    ));
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let helper_cmdline = [HELPER, "__noodle-sandbox", work.to_str().expect("utf-8")];
@@ -379,11 +399,11 @@ fn killing_the_helper_kills_the_build() {
     );
     // init's exit and the namespace's teardown are asynchronous to `run` here.
     let start = Instant::now();
-    while !host_processes(&["sleep", "3456"]).is_empty() && start.elapsed().as_secs() < 5 {
+    while !host_processes(&["sleep", &a]).is_empty() && start.elapsed().as_secs() < 5 {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(host_processes(&["sleep", "3456"]), Vec::<String>::new());
-    assert_eq!(host_processes(&["sleep", "3457"]), Vec::<String>::new());
+    assert_eq!(host_processes(&["sleep", &a]), Vec::<String>::new());
+    assert_eq!(host_processes(&["sleep", &b]), Vec::<String>::new());
 }
 
 /// (g) Everything but /build, the store scratch, /dev/shm and /dev/pts is read-only: the

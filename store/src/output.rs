@@ -141,7 +141,17 @@ impl Store {
         canon::remove_tree(&dest)?;
         sync::sync_tree(staged, &layout)?;
         failpoint::hit("build:before-rename");
+        // Moving a directory to another parent rewrites its `..` entry, which needs write
+        // permission on it (for anyone but root): read-only comes after the move.
+        let is_dir = fs_err::symlink_metadata(staged)?.is_dir();
+        if is_dir {
+            canon::make_writable(staged)?;
+        }
         fs_err::rename(staged, &dest)?;
+        if is_dir {
+            canon::directory(&dest)?;
+            sync::fsync_dir(&dest)?;
+        }
         sync::fsync_dir(&self.dirs.store())?;
         failpoint::hit("build:after-rename");
         let registered = self.db.register(&db::Registration {
