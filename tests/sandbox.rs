@@ -137,6 +137,13 @@ fn unique(seconds: u32) -> String {
     format!("{seconds}.{}", std::process::id())
 }
 
+/// The parent pid of `pid`, from /proc/<pid>/stat ("pid (comm) state ppid ...").
+fn parent_of(pid: &str) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, fields) = stat.rsplit_once(')')?;
+    fields.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Processes on the host whose command line is exactly `words` (the sandbox's pids are
 /// visible from the host's pid namespace too).
 fn host_processes(words: &[&str]) -> Vec<String> {
@@ -366,33 +373,31 @@ fn killing_the_helper_kills_the_build() {
     let spec = fx.spec(&format!(
         "sleep {b} >/dev/null 2>&1 & echo started; sleep {a} >/dev/null 2>&1"
     ));
+    let (killed_sender, killed) = std::sync::mpsc::channel();
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let helper_cmdline = [HELPER, "__noodle-sandbox", work.to_str().expect("utf-8")];
-        let mut helpers = Vec::new();
         let mut on_output = |_: &[u8]| {
-            if helpers.is_empty() {
-                // The cloned init has the same command line; the helper is our child.
-                let ours = format!(") S {} ", std::process::id());
-                helpers = host_processes(&helper_cmdline);
-                helpers.retain(|pid| {
-                    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
-                    stat.is_ok_and(|s| s.contains(&ours))
-                });
-                for pid in &helpers {
-                    let pid = nix::unistd::Pid::from_raw(pid.parse().expect("pid"));
-                    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill");
-                }
+            // The cloned init has the same command line; the helper is our child.
+            let mut helpers = host_processes(&helper_cmdline);
+            helpers.retain(|pid| parent_of(pid) == Some(std::process::id()));
+            for pid in &helpers {
+                let pid = nix::unistd::Pid::from_raw(pid.parse().expect("pid"));
+                nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill");
             }
+            let _ = killed_sender.send(helpers);
         };
-        // The sleeps do not hold the output pipe: `run` returns once init is gone.
+        // Only init and the shell hold the output pipe, and both die with the namespace.
         let result = sandbox::run(&spec, Path::new(HELPER), &work, &LIMITS, &mut on_output);
-        let _ = sender.send((helpers, result));
+        let _ = sender.send(result);
     });
-    let (helpers, result) = receiver
+    let helpers = killed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("output");
+    assert_eq!(helpers.len(), 1, "{helpers:?}");
+    let result = receiver
         .recv_timeout(Duration::from_secs(10))
         .expect("`run` hangs: init outlived its helper");
-    assert_eq!(helpers.len(), 1, "{result:?}");
     assert!(
         matches!(result, Err(SandboxError::NoReport { .. })),
         "{result:?}"
@@ -442,13 +447,15 @@ fn writes_outside_build_and_out_fail() {
 }
 
 /// (h) The builder is uid 1000 / gid 100 without capabilities, pid 2 next to init, on host
-/// `localhost`: it can neither mount nor signal init, and sees only its own processes.
+/// `localhost`, with only stdin/stdout/stderr open: it can neither mount, rename the host nor
+/// touch init, and sees only its own processes.
 #[test]
 fn builder_is_unprivileged_and_alone() {
     let fx = Fixture::new();
     let output = fx.run_ok(
         "echo ID $(id -u) $(id -g) $(id -un) $(id -gn) HOST $(hostname) PID $$
          echo CAPS $(grep CapEff /proc/self/status | cut -f2) PROCS $(ls /proc | grep -c '^[0-9]')
+         cd /proc/$$/fd; echo FDS *; cd /build
          mkdir m; if mount -t tmpfs x /build/m; then echo MOUNTED; fi
          kill -9 1 || true # dropped: init has no handler, SIGKILL from inside is ignored
          sleep 0.1; if ! test -e /proc/1/stat; then echo KILLED-INIT; fi
@@ -460,6 +467,9 @@ fn builder_is_unprivileged_and_alone() {
         "{output}"
     );
     assert!(output.contains("CAPS 0000000000000000 PROCS "), "{output}");
+    // stdin (/dev/null), stdout and stderr (the output pipe), and 3, the shell's handle on
+    // the directory it globs: nothing leaks in.
+    assert!(output.contains("FDS 0 1 2 3\n"), "{output}");
     // init, the shell, the subshell of $(...), ls and grep; nothing of the host.
     let procs = output.split("PROCS ").nth(1).and_then(|s| s.lines().next());
     let procs: usize = procs.and_then(|n| n.parse().ok()).expect("a count");
