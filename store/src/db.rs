@@ -541,6 +541,7 @@ mod tests {
             nar_size: 8,
             references: refs,
             ca: None,
+            deriver: None,
             entries: &[],
         }
     }
