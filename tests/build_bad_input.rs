@@ -21,7 +21,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use common::channel::Channel;
-use common::Noodle;
+use common::{host_processes, Noodle};
 
 // ---------------------------------------------------------------------------------------------
 // Setup and the "nothing registered" check.
@@ -289,27 +289,6 @@ fn assert_mentions(err: &str, needles: &[&str], ctx: &str) {
             "{ctx}: the message does not mention {needle:?}:\n{err}"
         );
     }
-}
-
-/// Processes on the host whose command line is exactly `words` (the sandbox's processes are
-/// visible from the host).
-fn host_processes(words: &[&str]) -> Vec<String> {
-    let wanted: Vec<u8> = words
-        .iter()
-        .flat_map(|w| [w.as_bytes(), b"\0"].concat())
-        .collect();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("read /proc") {
-        let entry = entry.expect("entry");
-        let pid = entry.file_name().to_string_lossy().into_owned();
-        if !pid.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        if std::fs::read(entry.path().join("cmdline")).is_ok_and(|c| c == wanted) {
-            found.push(pid);
-        }
-    }
-    found
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
 use common::channel::Channel;
@@ -218,17 +217,7 @@ fn crash_at(t: &Template, e: &Expected, point: &str, recovery: Recovery) {
     let (noodle, channel) = clone(t);
 
     let out = noodle.run_env(&channel.args(&["build", "pkg"]), &[(failpoint::ENV, point)]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.signal(),
-        Some(libc::SIGABRT),
-        "{ctx}: the failure point was not reached (exit {}): {stderr}",
-        out.status
-    );
-    assert!(
-        stderr.contains(&format!("failure point {point} reached")),
-        "{ctx}: {stderr}"
-    );
+    common::assert_aborted_at(&out, point, &ctx);
 
     assert_consistent(t, e, &noodle, &format!("{ctx}, after the crash"));
     let valid = noodle.valid_paths();

@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 
 use common::{make_tree, regular_files, Noodle, Problem};
@@ -315,17 +314,7 @@ fn crash_at(t: &Template, family: &str, point: &str, recovery: Recovery) {
     let store_mode = store_dir_mode(&noodle);
 
     let out = noodle.run_env(&args_of(&t.args), &[(failpoint::ENV, point)]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.signal(),
-        Some(libc::SIGABRT),
-        "{ctx}: the failure point was not reached (exit {}): {stderr}",
-        out.status
-    );
-    assert!(
-        stderr.contains(&format!("failure point {point} reached")),
-        "{ctx}: {stderr}"
-    );
+    common::assert_aborted_at(&out, point, &ctx);
 
     assert_consistent(t, &noodle, family, &format!("{ctx}, after the crash"));
     let valid = noodle.valid_paths();

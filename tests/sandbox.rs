@@ -1,6 +1,10 @@
 //! The build sandbox (noodle_builder::sandbox): each test runs busybox scripts inside it and
 //! checks one of its promises from the inside and, where it matters, from the host.
 
+mod common;
+
+use common::host_processes;
+
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -142,27 +146,6 @@ fn parent_of(pid: &str) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, fields) = stat.rsplit_once(')')?;
     fields.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Processes on the host whose command line is exactly `words` (the sandbox's pids are
-/// visible from the host's pid namespace too).
-fn host_processes(words: &[&str]) -> Vec<String> {
-    let wanted: Vec<u8> = words
-        .iter()
-        .flat_map(|w| [w.as_bytes(), b"\0"].concat())
-        .collect();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("read /proc") {
-        let entry = entry.expect("entry");
-        let pid = entry.file_name().to_string_lossy().into_owned();
-        if !pid.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        if std::fs::read(entry.path().join("cmdline")).is_ok_and(|c| c == wanted) {
-            found.push(pid);
-        }
-    }
-    found
 }
 
 /// (a) The builder's $out (a tree here, a file next to it) lands in the store scratch; its

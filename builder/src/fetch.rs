@@ -3,7 +3,7 @@
 //! kept in the store, where its pin alone names it (so it is fetched once).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use noodle_store::nar::{hash_layout, NarLayout};
 use noodle_store::{AddOptions, Blake3, Silent, Store, StoreError, StorePath};
@@ -29,13 +29,6 @@ pub struct SourceRef {
 impl std::fmt::Display for SourceRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "source `{}` of {}", self.key, self.recipe.display())
-    }
-}
-
-pub fn location_text(location: &SourceLocation) -> String {
-    match location {
-        SourceLocation::Path(path) => path.display().to_string(),
-        SourceLocation::Url(url) => url.clone(),
     }
 }
 
@@ -138,7 +131,7 @@ pub fn ensure(
                 expected, actual, ..
             } => BuildError::SourceMismatch {
                 source_ref: source.to_string(),
-                location: location_text(&spec.location),
+                location: spec.location.to_string(),
                 expected,
                 actual,
                 advice: match origin {
@@ -192,12 +185,4 @@ pub fn pin(
         version: version.to_owned(),
         hash,
     })
-}
-
-/// Whether `path` exists on this machine (for `--dry-run` explanations).
-pub fn is_local(spec: &SourceSpec) -> Option<&Path> {
-    match &spec.location {
-        SourceLocation::Path(path) => Some(path),
-        SourceLocation::Url(_) => None,
-    }
 }

@@ -468,3 +468,40 @@ pub fn regular_files(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, bool)> {
     }
     out
 }
+
+/// Processes on the host whose command line is exactly `words` (a sandbox's processes are
+/// visible from the host's pid namespace too).
+pub fn host_processes(words: &[&str]) -> Vec<String> {
+    let wanted: Vec<u8> = words
+        .iter()
+        .flat_map(|w| [w.as_bytes(), b"\0"].concat())
+        .collect();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc") {
+        let entry = entry.expect("entry");
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if std::fs::read(entry.path().join("cmdline")).is_ok_and(|c| c == wanted) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Asserts that a run was aborted at failure point `point` (`NOODLE_FAILPOINT`).
+pub fn assert_aborted_at(out: &Output, point: &str, ctx: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGABRT),
+        "{ctx}: the failure point was not reached (exit {}): {stderr}",
+        out.status
+    );
+    assert!(
+        stderr.contains(&format!("failure point {point} reached")),
+        "{ctx}: {stderr}"
+    );
+}
