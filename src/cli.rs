@@ -11,7 +11,7 @@ Exit codes:
   2  usage error (unknown option, missing argument)
   3  `store verify` found problems it did not repair
   4  the store database stayed locked by another process (see NOODLE_DB_TIMEOUT)
-  5  refused: the path is still referenced, rooted or in use
+  5  refused: the path is still referenced, rooted or in use; or deleting the current generation
   6  `build --check` found that a rebuild differs (not reproducible)
 
 Environment:
@@ -19,6 +19,7 @@ Environment:
   NOODLE_STORE_DIR   logical store directory for `init` (as --store-dir)
   NOODLE_DB_TIMEOUT  seconds to wait for a database locked by another process (default 60)
   NOODLE_CHANNEL     the channel (a directory holding pkgs/) to build from (as --channel)
+  NOODLE_PROFILE     the profile to work on (as --profile)
   NOODLE_FAILPOINT   crash testing: abort at a named failure point, e.g. add:after-rename
 
 Files (under the root R):
@@ -26,6 +27,9 @@ Files (under the root R):
   R/noodle/var/db/store.sqlite    the database
   R/noodle/var/gcroots/           symlinks that keep paths alive (as do var/profiles/)
   R/noodle/var/log/               build logs (zstd), shown by `noodle log`
+  R/noodle/var/profiles/system    the system profile -> system-<N>-link -> its generation
+  R/noodle/var/profiles/per-user/<user>/profile   a user's profile in a shared store
+  ~/.local/state/noodle/profile   a user's profile in their own store (~/.local/share/noodle)
   <channel>/pkgs/<name>/<version>.toml   recipes
   <channel>/noodle.lock           exact versions, source pins, plan hashes and output paths";
 
@@ -57,6 +61,12 @@ pub struct Cli {
     /// [default: the store's configured channel (`noodle channel`), else the current directory].
     #[arg(long, global = true, env = "NOODLE_CHANNEL", value_name = "DIR")]
     pub channel: Option<PathBuf>,
+
+    /// The profile to work on [default: ~/.local/state/noodle/profile for a user's own store,
+    /// else R/noodle/var/profiles/per-user/<user>/profile]. The system profile is
+    /// /noodle/var/profiles/system; a profile must live under R/noodle/var/profiles.
+    #[arg(long, global = true, env = "NOODLE_PROFILE", value_name = "PATH")]
+    pub profile: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -113,6 +123,40 @@ pub enum Command {
         /// A directory holding pkgs/ to build from when neither --channel nor NOODLE_CHANNEL is given.
         dir: Option<PathBuf>,
     },
+    /// Install packages into the profile: builds (or reuses) them, adds a generation, switches.
+    ///
+    /// TARGET is what `build` takes (`hello`, `'crypto@^1.2'`, `pkgs/hello`) or a valid store
+    /// path. A package replaces the installed one of the same name; the requirement it was
+    /// installed with is remembered for `update`. Installing what is already installed adds no
+    /// generation. Two packages providing the same file is an error naming both, unless
+    /// --priority settles it.
+    Install {
+        #[arg(required = true, value_name = "TARGET")]
+        targets: Vec<String>,
+        /// Wins a file both it and another package provide when lower (Nix's meaning).
+        #[arg(long, default_value_t = noodle_profiles::manifest::DEFAULT_PRIORITY, value_name = "N", allow_negative_numbers = true)]
+        priority: i32,
+    },
+    /// Remove packages from the profile: a new generation without them, switched to.
+    Remove {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Move installed packages to the highest versions their requirements allow.
+    ///
+    /// `noodle update` updates everything installed from the channel; `noodle update crypto`
+    /// one package within the requirement it was installed with; `noodle update crypto
+    /// '>=1.2.5'` (or `crypto@>=1.2.5`) with a new requirement, remembered from then on.
+    Update {
+        /// NAME, each optionally followed by a requirement.
+        #[arg(value_name = "NAME [REQUIREMENT]")]
+        args: Vec<String>,
+    },
+    /// List what the profile's current generation holds: name, version, store path.
+    List,
+    /// Work with the profile's generations: list, switch, roll back, compare, delete.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
     /// Work with the store itself: add, inspect, verify, collect garbage.
     #[command(subcommand)]
     Store(StoreCommand),
@@ -145,6 +189,30 @@ pub struct BuildArgs {
     /// Keep the working directory of a failed build under var/tmp, to look at.
     #[arg(long)]
     pub keep_failed: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfileCommand {
+    /// List the generations: number, date, what changed, and which is current.
+    Generations,
+    /// Make generation N the current one (one atomic rename of the profile link).
+    Switch { number: u64 },
+    /// Switch to the generation before the current one.
+    Rollback,
+    /// What differs between two generations: packages added, removed, upgraded, downgraded
+    /// or rebuilt, and the closure size [default: the previous and the current generation;
+    /// with one number, that one and the current].
+    Diff { from: Option<u64>, to: Option<u64> },
+    /// Delete generations: `old` (all but the current), `3..7`, `+5` (all but the five
+    /// newest), numbers, or `--older-than 30d`. The current one is never deleted; run
+    /// `noodle store gc` afterwards to free their paths.
+    DeleteGenerations {
+        #[arg(value_name = "WHICH", allow_hyphen_values = true)]
+        which: Vec<String>,
+        /// Generations created longer ago than this (`30d`, `12h`, `90m`).
+        #[arg(long, value_name = "AGE")]
+        older_than: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,6 +16,15 @@ pub const EXIT_REFUSED: u8 = 5;
 pub const EXIT_NOT_REPRODUCIBLE: u8 = 6;
 
 pub fn exit_code_of(error: &anyhow::Error) -> ExitCode {
+    let refused_profile = match error.downcast_ref::<noodle_activate::ActivateError>() {
+        Some(noodle_activate::ActivateError::Profile(e)) => e.is_refusal(),
+        None => error
+            .downcast_ref::<noodle_profiles::ProfileError>()
+            .is_some_and(|e| e.is_refusal()),
+    };
+    if refused_profile {
+        return ExitCode::from(EXIT_REFUSED);
+    }
     match error.downcast_ref::<StoreError>() {
         Some(StoreError::DbBusy { .. }) => ExitCode::from(EXIT_BUSY),
         Some(StoreError::InUse { .. }) => ExitCode::from(EXIT_REFUSED),

@@ -304,6 +304,28 @@ impl Lockfile {
         Ok(())
     }
 
+    /// The entries of `roots` and of everything they depend on, each taken from the first of
+    /// `locks` that has it (a profile's lock: its packages' closure, from the locks they were
+    /// resolved with). Packages no lock knows are left out.
+    pub fn closure_of(locks: &[&Lockfile], roots: &[PkgId]) -> Lockfile {
+        let mut packages = BTreeMap::new();
+        let mut stack: Vec<PkgId> = roots.to_vec();
+        while let Some(id) = stack.pop() {
+            if packages.contains_key(&id) {
+                continue;
+            }
+            let Some(entry) = locks.iter().find_map(|lock| lock.packages.get(&id)) else {
+                continue;
+            };
+            stack.extend(entry.dependencies.iter().map(|(name, version)| PkgId {
+                name: name.clone(),
+                version: version.clone(),
+            }));
+            packages.insert(id, entry.clone());
+        }
+        Lockfile { packages }
+    }
+
     pub fn package(&self, id: &PkgId) -> Option<&LockEntry> {
         self.packages.get(id)
     }

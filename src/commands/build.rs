@@ -24,7 +24,7 @@ const CHANNEL_KEY: &str = "channel";
 
 /// The channel: --channel / NOODLE_CHANNEL, else the one a path target lives in, else the
 /// store's configured one, else the current directory.
-fn channel(cli: &Cli, store: &Store, targets: &[Target]) -> anyhow::Result<Channel> {
+pub(super) fn channel(cli: &Cli, store: &Store, targets: &[Target]) -> anyhow::Result<Channel> {
     if let Some(dir) = &cli.channel {
         return Ok(Channel::open(dir)?);
     }
@@ -42,7 +42,7 @@ fn channel(cli: &Cli, store: &Store, targets: &[Target]) -> anyhow::Result<Chann
     })
 }
 
-fn parse_targets(texts: &[String]) -> anyhow::Result<Vec<Target>> {
+pub(super) fn parse_targets(texts: &[String]) -> anyhow::Result<Vec<Target>> {
     texts
         .iter()
         .map(|t| Target::parse(t).map_err(anyhow::Error::from))
@@ -158,6 +158,60 @@ impl Listener for Reporter {
     }
 }
 
+/// What a build session needs from the command line: the progress reporter, the sandbox
+/// helper (this executable) and the store's root.
+pub(super) struct Runner {
+    reporter: Reporter,
+    helper: PathBuf,
+    root: PathBuf,
+    keep_failed: bool,
+    pub cores: usize,
+}
+
+impl Runner {
+    pub fn new(cli: &Cli, store: &Store, keep_failed: bool) -> anyhow::Result<Self> {
+        Ok(Self {
+            reporter: Reporter::new(cli),
+            helper: std::env::current_exe()
+                .context("cannot find the noodle executable to run the sandbox helper")?,
+            root: store.dirs().root.clone(),
+            keep_failed,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        })
+    }
+
+    pub fn context(&self) -> Context<'_> {
+        Context {
+            root: &self.root,
+            helper_exe: &self.helper,
+            keep_failed: self.keep_failed,
+            cores: self.cores,
+            listener: &self.reporter,
+        }
+    }
+}
+
+/// Resolves and builds `targets` (reusing what is valid) for `install` and `update`; `update`
+/// names packages whose locked versions may move.
+pub(super) fn build_targets(
+    cli: &Cli,
+    store: &mut Store,
+    targets: &[Target],
+    update: BTreeSet<String>,
+) -> anyhow::Result<(session::Prepared, Vec<String>)> {
+    let channel = channel(cli, store, targets)?;
+    let request = Request {
+        targets: targets.to_vec(),
+        locked: false,
+        update,
+        dry_run: false,
+    };
+    let mut prepared = session::prepare(store, channel, &request)?;
+    let runner = Runner::new(cli, store, false)?;
+    let outputs = prepared.build(store, &runner.context(), runner.cores, &Limits::default())?;
+    Ok((prepared, outputs))
+}
+
 pub fn build(cli: &Cli, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     let mut store = open(cli, true)?;
     let targets = parse_targets(&args.targets)?;
@@ -172,23 +226,13 @@ pub fn build(cli: &Cli, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     if args.dry_run {
         return dry_run(cli, &prepared, &store);
     }
-    let reporter = Reporter::new(cli);
-    let helper = std::env::current_exe()
-        .context("cannot find the noodle executable to run the sandbox helper")?;
-    let root = store.dirs().root.clone();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let ctx = Context {
-        root: &root,
-        helper_exe: &helper,
-        keep_failed: args.keep_failed,
-        cores,
-        listener: &reporter,
-    };
+    let runner = Runner::new(cli, &store, args.keep_failed)?;
+    let ctx = runner.context();
     let limits = Limits {
         timeout: args.timeout.map(Duration::from_secs),
         max_silent: args.max_silent.map(Duration::from_secs),
     };
-    let jobs = args.jobs.unwrap_or(cores);
+    let jobs = args.jobs.unwrap_or(runner.cores);
     if args.check {
         let reports = prepared.check(&mut store, &ctx, jobs, &limits)?;
         let mut differs = false;

@@ -1,6 +1,7 @@
 //! One function per command: open the store, call the library, print.
 
 mod build;
+mod profile;
 mod store;
 
 use std::path::PathBuf;
@@ -45,6 +46,11 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         } => build::lock(cli, targets, update, *locked),
         Command::Log { path } => build::log(cli, path),
         Command::Channel { dir } => build::channel_command(cli, dir.as_ref()),
+        Command::Install { targets, priority } => profile::install(cli, targets, *priority),
+        Command::Remove { names } => profile::remove(cli, names),
+        Command::Update { args } => profile::update(cli, args),
+        Command::List => profile::list(cli),
+        Command::Profile(command) => profile::run(cli, command),
     }
 }
 

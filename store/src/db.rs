@@ -65,6 +65,16 @@ const MIGRATIONS: &[&str] = &[
          error TEXT
      );
      CREATE INDEX builds_output ON builds(output);",
+    // 3: what each profile generation holds, in brief, so listing 1,000 generations reads no
+    // manifests. The generation links stay the truth: a row whose link is gone is ignored.
+    "CREATE TABLE generations (
+         profile TEXT NOT NULL,
+         number INTEGER NOT NULL,
+         path TEXT NOT NULL,
+         created_at INTEGER NOT NULL,
+         summary TEXT NOT NULL,
+         PRIMARY KEY (profile, number)
+     ) WITHOUT ROWID;",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -191,10 +201,7 @@ impl Db {
 
     /// Runs `f`, retrying while the database is busy beyond SQLite's own busy handler (which
     /// does not cover every case, e.g. WAL recovery), until the timeout.
-    pub(crate) fn retry<T>(
-        &self,
-        mut f: impl FnMut(&Connection) -> rusqlite::Result<T>,
-    ) -> Result<T> {
+    pub fn retry<T>(&self, mut f: impl FnMut(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         let start = Instant::now();
         loop {
             match f(&self.conn) {

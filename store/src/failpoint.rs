@@ -7,7 +7,7 @@ use std::time::Duration;
 
 pub const ENV: &str = "NOODLE_FAILPOINT";
 
-/// Every failure point in the store, so tests can be sure to cover them all.
+/// Every failure point in noodle (the store and the crates above it), so tests can be sure to cover them all.
 pub const ALL: &[&str] = &[
     "add:after-copy",
     "add:after-sync",
@@ -25,6 +25,14 @@ pub const ALL: &[&str] = &[
     "build:before-rename",
     "build:after-rename",
     "build:after-register",
+    "add-staged:before-rename",
+    "add-staged:after-rename",
+    "add-staged:after-register",
+    "profile:after-generation-path",
+    "profile:after-generation-link",
+    "profile:before-switch",
+    "profile:after-switch",
+    "profile:mid-delete",
 ];
 
 fn configured() -> &'static Vec<(String, String)> {

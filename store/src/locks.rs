@@ -256,3 +256,22 @@ pub fn process_is_live(dirs: &StoreDirs, pid: u32) -> Result<bool> {
     };
     Ok(try_lock(file, false, &path)?.is_none())
 }
+
+/// An exclusive lock on a long-lived lock file (a profile's), held until dropped. The file is
+/// never unlinked, so waiters always queue on the same inode.
+pub struct FileLock {
+    _lock: Flock<File>,
+}
+
+impl FileLock {
+    /// Takes the lock, calling `on_wait` first when another process holds it.
+    pub fn exclusive_noting(path: &Path, on_wait: impl FnOnce()) -> Result<Self> {
+        if let Some(held) = try_lock(open_lock_file(path)?, true, path)? {
+            return Ok(Self { _lock: held });
+        }
+        on_wait();
+        Ok(Self {
+            _lock: lock(open_lock_file(path)?, FlockArg::LockExclusive, path)?,
+        })
+    }
+}

@@ -7,12 +7,31 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use crate::add::Added;
+use crate::db::EntryRecord;
 use crate::error::{io_at, Result, StoreError};
+use crate::locks::PathLock;
+use crate::nar::NarDigest;
 use crate::nar::{hash_layout, NarLayout};
+use crate::path::validate_name;
 use crate::path::StorePath;
 use crate::refscan::HASH_LEN;
 use crate::store::Store;
 use crate::{canon, copy, db, failpoint, sync, verify};
+
+/// A staged tree, hashed and scanned, ready to be moved into the store.
+struct Scanned {
+    layout: NarLayout,
+    digest: NarDigest,
+    references: Vec<String>,
+    entries: Vec<EntryRecord>,
+}
+
+/// How a staged tree came to be, and the failure points its move passes.
+struct Provenance<'a> {
+    ca: Option<&'a str>,
+    deriver: Option<&'a str>,
+    points: [&'static str; 3],
+}
 
 /// Why a build's output may not enter the store.
 fn refuse(path: &Path, rel: &Path, why: &str) -> StoreError {
@@ -102,14 +121,101 @@ impl Store {
         let logical = self.logical(path);
         check_and_own(staged)?;
         verify::fix_metadata(staged)?;
+        let own = [logical.clone()];
+        let scanned = self.scan_staged(staged, candidates.iter().chain(&own))?;
+        let bad_output = |why: String| StoreError::BadOutput {
+            path: staged.to_owned(),
+            why,
+        };
+        self.move_into_store(
+            staged,
+            path,
+            &scanned,
+            Provenance {
+                ca: None,
+                deriver: Some(plan_hash),
+                points: [
+                    "build:before-rename",
+                    "build:after-rename",
+                    "build:after-register",
+                ],
+            },
+            &bad_output,
+        )
+    }
 
+    /// Adds a tree written in place under `var/tmp` (a profile generation) as a
+    /// content-addressed path named `name`, moving it rather than copying it. References are
+    /// searched among `candidates`. When the path is already valid the staged tree is removed
+    /// and nothing else is written.
+    pub fn add_staged(
+        &mut self,
+        staged: &Path,
+        name: &str,
+        candidates: &[String],
+    ) -> Result<Added> {
+        validate_name(name)?;
+        verify::fix_metadata(staged)?;
+        let scanned = self.scan_staged(staged, candidates.iter())?;
+        let path = StorePath::for_source(
+            &self.dirs.store_dir,
+            &scanned.digest.hash,
+            &scanned.references,
+            name,
+        )?;
+        let logical = self.logical(&path);
+        let mut protect = vec![logical.clone()];
+        protect.extend(scanned.references.iter().cloned());
+        self.protect(&protect)?;
+        let existing = Added {
+            path: logical.clone(),
+            nar_hash: scanned.digest.hash.to_string(),
+            nar_size: scanned.digest.size,
+            references: scanned.references.clone(),
+            added: false,
+        };
+        if self.db.is_valid(&logical)? {
+            canon::remove_tree(staged)?;
+            return Ok(existing);
+        }
+        let _lock = PathLock::acquire(&self.dirs, path.digest())?;
+        if self.db.is_valid(&logical)? {
+            canon::remove_tree(staged)?;
+            return Ok(existing);
+        }
+        let ca = format!("source:{}", scanned.digest.hash);
+        let bad_input = |why: String| StoreError::BadInput {
+            path: staged.to_owned(),
+            why,
+        };
+        self.move_into_store(
+            staged,
+            &path,
+            &scanned,
+            Provenance {
+                ca: Some(&ca),
+                deriver: None,
+                points: [
+                    "add-staged:before-rename",
+                    "add-staged:after-rename",
+                    "add-staged:after-register",
+                ],
+            },
+            &bad_input,
+        )
+    }
+
+    /// Hashes a staged tree and finds which of `candidates` it references.
+    fn scan_staged<'a>(
+        &self,
+        staged: &Path,
+        candidates: impl Iterator<Item = &'a String>,
+    ) -> Result<Scanned> {
         let prefix = self.dirs.store_dir.as_str().len() + 1;
         let digest_of = |p: &str| -> Option<[u8; HASH_LEN]> {
             p.as_bytes().get(prefix..prefix + HASH_LEN)?.try_into().ok()
         };
         let by_digest: HashMap<[u8; HASH_LEN], String> = candidates
-            .iter()
-            .chain(std::iter::once(&logical))
             .filter_map(|p| Some((digest_of(p)?, p.clone())))
             .collect();
         let wanted: HashSet<[u8; HASH_LEN]> = by_digest.keys().copied().collect();
@@ -123,24 +229,40 @@ impl Store {
             .into_iter()
             .collect();
         let entries = copy::record_tree(staged)?;
+        Ok(Scanned {
+            layout,
+            digest,
+            references,
+            entries,
+        })
+    }
 
+    /// Syncs a scanned tree, renames it to `path` and registers it. The caller holds the
+    /// path's lock, so whatever lies at `path` unregistered is a crashed attempt's leftover.
+    fn move_into_store(
+        &mut self,
+        staged: &Path,
+        path: &StorePath,
+        scanned: &Scanned,
+        provenance: Provenance<'_>,
+        refused: &dyn Fn(String) -> StoreError,
+    ) -> Result<Added> {
+        let logical = self.logical(path);
         let mut protect = vec![logical.clone()];
-        protect.extend(references.iter().cloned());
+        protect.extend(scanned.references.iter().cloned());
         self.protect(&protect)?;
-        for reference in references.iter().filter(|r| **r != logical) {
+        for reference in scanned.references.iter().filter(|r| **r != logical) {
             if !self.db.is_valid(reference)? {
-                return Err(StoreError::BadOutput {
-                    path: staged.to_owned(),
-                    why: format!("its reference {reference} is no longer valid (deleted by a concurrent gc?): build again"),
-                });
+                return Err(refused(format!(
+                    "its reference {reference} is no longer valid (deleted by a concurrent gc?): run the command again"
+                )));
             }
         }
-
+        let [before_rename, after_rename, after_register] = provenance.points;
         let dest = self.physical(path);
-        // Unregistered, and the caller holds the path's lock: a crashed build's leftover.
         canon::remove_tree(&dest)?;
-        sync::sync_tree(staged, &layout)?;
-        failpoint::hit("build:before-rename");
+        sync::sync_tree(staged, &scanned.layout)?;
+        failpoint::hit(before_rename);
         // Moving a directory to another parent rewrites its `..` entry, which needs write
         // permission on it (for anyone but root): read-only comes after the move.
         let is_dir = fs_err::symlink_metadata(staged)?.is_dir();
@@ -153,15 +275,15 @@ impl Store {
             sync::fsync_dir(&dest)?;
         }
         sync::fsync_dir(&self.dirs.store())?;
-        failpoint::hit("build:after-rename");
+        failpoint::hit(after_rename);
         let registered = self.db.register(&db::Registration {
             path: &logical,
-            nar_hash: &digest.hash,
-            nar_size: digest.size,
-            references: &references,
-            ca: None,
-            deriver: Some(plan_hash),
-            entries: &entries,
+            nar_hash: &scanned.digest.hash,
+            nar_size: scanned.digest.size,
+            references: &scanned.references,
+            ca: provenance.ca,
+            deriver: provenance.deriver,
+            entries: &scanned.entries,
         });
         if registered.is_err() {
             if let Ok(false) = self.db.is_valid(&logical) {
@@ -169,12 +291,12 @@ impl Store {
             }
         }
         registered?;
-        failpoint::hit("build:after-register");
+        failpoint::hit(after_register);
         Ok(Added {
             path: logical,
-            nar_hash: digest.hash.to_string(),
-            nar_size: digest.size,
-            references,
+            nar_hash: scanned.digest.hash.to_string(),
+            nar_size: scanned.digest.size,
+            references: scanned.references.clone(),
             added: true,
         })
     }

@@ -1,5 +1,9 @@
 //! GC roots: symlinks under `var/profiles` and `var/gcroots`, followed to the store paths they
 //! name (through chains of links, including links that point outside the store's root).
+//!
+//! A profile kept outside the root (a user store's `~/.local/state/noodle/profile`) is named
+//! by a link in `var/gcroots/profiles/`: that profile's every generation link
+//! (`<profile>-<N>-link` beside it) is a root, not only the one it points at.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -31,7 +35,53 @@ impl Store {
                 }
             }
         }
+        for link in self.external_generation_links()? {
+            if let Some(path) = self.resolve_root(&link) {
+                roots.insert(link, path);
+            }
+        }
         Ok(roots)
+    }
+
+    /// The directory whose links name profiles kept outside the root.
+    pub fn external_profiles_dir(&self) -> PathBuf {
+        self.dirs.gcroots().join("profiles")
+    }
+
+    /// Every `<profile>-<N>-link` beside a profile that `var/gcroots/profiles/` names.
+    fn external_generation_links(&self) -> Result<Vec<PathBuf>> {
+        let dir = self.external_profiles_dir();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(Vec::new());
+        };
+        let mut links = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| {
+                std::io::Error::other(format!("failed to read roots in '{}': {e}", dir.display()))
+            })?;
+            let Ok(profile) = std::fs::read_link(entry.path()) else {
+                continue;
+            };
+            let (Some(parent), Some(base)) = (profile.parent(), profile.file_name()) else {
+                continue;
+            };
+            let prefix = format!("{}-", base.to_string_lossy());
+            let Ok(siblings) = std::fs::read_dir(parent) else {
+                continue;
+            };
+            for sibling in siblings.flatten() {
+                let name = sibling.file_name();
+                let name = name.to_string_lossy();
+                let is_generation = name
+                    .strip_prefix(&prefix)
+                    .and_then(|rest| rest.strip_suffix("-link"))
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                if is_generation {
+                    links.push(sibling.path());
+                }
+            }
+        }
+        Ok(links)
     }
 
     /// Follows `link` to a store path (logical), if it leads to one.

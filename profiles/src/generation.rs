@@ -1,0 +1,194 @@
+//! Generations: adding one (merged tree + manifest → store path → record → link), opening one
+//! to switch to it, listing them, deleting them. Callers hold the profile's lock to write.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use noodle_store::{failpoint, Store};
+use serde::Serialize;
+
+use crate::error::{ProfileError, Result};
+use crate::manifest::{Manifest, FILE as MANIFEST_FILE};
+use crate::profile::{GenerationLink, Profile, ProfileLock};
+use crate::records::{self, Record};
+use crate::tree;
+
+static STAGING_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A generation added by [`create`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Created {
+    pub number: u64,
+    pub path: String,
+    /// What changed from the generation it was based on, in one line.
+    pub summary: String,
+}
+
+/// One line of `profile generations`.
+#[derive(Debug, Clone, Serialize)]
+pub struct GenerationInfo {
+    pub number: u64,
+    pub path: String,
+    /// Seconds since the epoch.
+    pub created_at: i64,
+    pub summary: String,
+    pub current: bool,
+}
+
+/// The manifest of the profile's current generation (empty when there is none).
+pub fn current_manifest(store: &Store, profile: &Profile) -> Result<(Option<u64>, Manifest)> {
+    match profile.current()? {
+        None => Ok((None, Manifest::empty())),
+        Some(number) => Ok((Some(number), open(store, profile, number)?.1)),
+    }
+}
+
+/// Generation `number`, checked complete: its link exists, its store path is valid and
+/// present, and its manifest reads.
+pub fn open(store: &Store, profile: &Profile, number: u64) -> Result<(GenerationLink, Manifest)> {
+    let generation = profile.generation(number)?;
+    let damaged = |why: String| ProfileError::Damaged { number, why };
+    let path = store.parse_path(&generation.path).map_err(|_| {
+        damaged(format!(
+            "its link names '{}', which is not a store path",
+            generation.path
+        ))
+    })?;
+    if !store.db().is_valid(&generation.path)? {
+        return Err(damaged(format!(
+            "its store path {} is not valid in the store database (deleted outside noodle?)",
+            generation.path
+        )));
+    }
+    let physical = store.physical(&path);
+    if std::fs::symlink_metadata(&physical).is_err() {
+        return Err(damaged(format!(
+            "its store path {} is missing from the disk ({}); `noodle store verify --repair` forgets it",
+            generation.path,
+            physical.display()
+        )));
+    }
+    let manifest = Manifest::read(&physical, &generation.path)?;
+    Ok((generation, manifest))
+}
+
+/// Adds `manifest` as a new generation of `profile`, complete and registered, with its link;
+/// the profile is not switched to it. `Ok(None)` when it installs exactly what `base` (the
+/// current generation) installs.
+pub fn create(
+    store: &mut Store,
+    profile: &Profile,
+    _lock: &ProfileLock,
+    base: &Manifest,
+    manifest: &Manifest,
+) -> Result<Option<Created>> {
+    if base.same_packages(manifest) {
+        return Ok(None);
+    }
+    let staging = store.dirs().tmp().join(format!(
+        "{}-{}.generation",
+        std::process::id(),
+        STAGING_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let added = (|| -> Result<_> {
+        fs_err::create_dir(&staging)?;
+        tree::write_tree(store, &manifest.packages, &staging)?;
+        fs_err::write(staging.join(MANIFEST_FILE), manifest.to_json())?;
+        let paths: Vec<String> = manifest.packages.iter().map(|p| p.path.clone()).collect();
+        Ok(store.add_staged(&staging, profile.name(), &paths)?)
+    })();
+    let added = match added {
+        Ok(added) => added,
+        Err(e) => {
+            let _ = noodle_store::canon::remove_tree(&staging);
+            return Err(e);
+        }
+    };
+    failpoint::hit("profile:after-generation-path");
+    let number = profile.generations()?.last().map_or(1, |g| g.number + 1);
+    let summary = base.changes_to(manifest).summary();
+    records::record(
+        store.db_mut(),
+        profile.link(),
+        number,
+        &Record {
+            path: added.path.clone(),
+            created_at: records::now(),
+            summary: summary.clone(),
+        },
+    )?;
+    profile.add_generation_link(number, &added.path)?;
+    failpoint::hit("profile:after-generation-link");
+    Ok(Some(Created {
+        number,
+        path: added.path,
+        summary,
+    }))
+}
+
+/// Every generation with its date and summary: from the records where they match the links,
+/// else from the link's time and the manifests.
+pub fn list(store: &Store, profile: &Profile) -> Result<Vec<GenerationInfo>> {
+    let links = profile.generations()?;
+    let current = profile.current()?;
+    let records = records::load(store.db(), profile.link())?;
+    let mut infos = Vec::with_capacity(links.len());
+    for (i, link) in links.iter().enumerate() {
+        let (created_at, summary) = match records.get(&link.number) {
+            Some(record) if record.path == link.path => (record.created_at, record.summary.clone()),
+            _ => {
+                let created = fs_err::symlink_metadata(&link.link)?.mtime();
+                let before = match i {
+                    0 => Ok(Manifest::empty()),
+                    _ => manifest_of(store, &links[i - 1]),
+                };
+                let summary = match (before, manifest_of(store, link)) {
+                    (Ok(before), Ok(after)) => before.changes_to(&after).summary(),
+                    _ => "(damaged: its manifest is unreadable)".into(),
+                };
+                (created, summary)
+            }
+        };
+        infos.push(GenerationInfo {
+            number: link.number,
+            path: link.path.clone(),
+            created_at,
+            summary,
+            current: current == Some(link.number),
+        });
+    }
+    Ok(infos)
+}
+
+fn manifest_of(store: &Store, link: &GenerationLink) -> Result<Manifest> {
+    let path = store.parse_path(&link.path)?;
+    Manifest::read(&store.physical(&path), &link.path)
+}
+
+/// Deletes the links of `numbers` and forgets their records. Refuses the current generation
+/// before deleting anything. The store paths stay until `noodle store gc`.
+pub fn delete(
+    store: &mut Store,
+    profile: &Profile,
+    _lock: &ProfileLock,
+    numbers: &BTreeSet<u64>,
+) -> Result<()> {
+    if let Some(current) = profile.current()? {
+        if numbers.contains(&current) {
+            return Err(ProfileError::DeleteCurrent(current));
+        }
+    }
+    let existing: BTreeSet<u64> = profile.generations()?.iter().map(|g| g.number).collect();
+    if let Some(missing) = numbers.iter().find(|n| !existing.contains(n)) {
+        return Err(ProfileError::NoSuchGeneration {
+            profile: profile.link().to_owned(),
+            number: *missing,
+            available: existing.into_iter().collect(),
+        });
+    }
+    let numbers: Vec<u64> = numbers.iter().copied().collect();
+    profile.remove_generation_links(&numbers)?;
+    records::forget(store.db_mut(), profile.link(), &numbers)?;
+    Ok(())
+}
