@@ -16,16 +16,18 @@ pub const EXIT_REFUSED: u8 = 5;
 pub const EXIT_NOT_REPRODUCIBLE: u8 = 6;
 
 pub fn exit_code_of(error: &anyhow::Error) -> ExitCode {
-    let refused_profile = match error.downcast_ref::<noodle_activate::ActivateError>() {
-        Some(noodle_activate::ActivateError::Profile(e)) => e.is_refusal(),
-        None => error
-            .downcast_ref::<noodle_profiles::ProfileError>()
-            .is_some_and(|e| e.is_refusal()),
+    use noodle_activate::ActivateError;
+    use noodle_profiles::ProfileError;
+    let profile_error = match error.downcast_ref::<ActivateError>() {
+        Some(ActivateError::Profile(e)) => Some(e),
+        None => error.downcast_ref::<ProfileError>(),
     };
-    if refused_profile {
-        return ExitCode::from(EXIT_REFUSED);
-    }
-    match error.downcast_ref::<StoreError>() {
+    let store_error = match profile_error {
+        Some(e) if e.is_refusal() => return ExitCode::from(EXIT_REFUSED),
+        Some(ProfileError::Store(e)) => Some(e),
+        _ => error.downcast_ref::<StoreError>(),
+    };
+    match store_error {
         Some(StoreError::DbBusy { .. }) => ExitCode::from(EXIT_BUSY),
         Some(StoreError::InUse { .. }) => ExitCode::from(EXIT_REFUSED),
         _ => ExitCode::FAILURE,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod channel;
+pub mod profile;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
