@@ -52,6 +52,9 @@ pub struct HealthCheck {
     pub required: bool,
 }
 
+/// How many changes a summary names before it counts the rest.
+const SUMMARY_ITEMS: usize = 6;
+
 /// What changed between two manifests, by package name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Changes {
@@ -66,7 +69,8 @@ impl Changes {
         self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
     }
 
-    /// One line: `+hello 1.0.0, crypto 1.2.3 → 1.2.5, -greeter 1.0.0`.
+    /// One line: `+hello 1.0.0, crypto 1.2.3 → 1.2.5, -greeter 1.0.0`; past a few changes,
+    /// the count of the rest (`… and 995 more`).
     pub fn summary(&self) -> String {
         let mut parts: Vec<String> = Vec::new();
         parts.extend(
@@ -100,6 +104,11 @@ impl Changes {
                 .iter()
                 .map(|p| format!("-{} {}", p.name, p.version)),
         );
+        if parts.len() > SUMMARY_ITEMS + 1 {
+            let rest = parts.len() - SUMMARY_ITEMS;
+            parts.truncate(SUMMARY_ITEMS);
+            parts.push(format!("… and {rest} more"));
+        }
         parts.join(", ")
     }
 }
@@ -242,6 +251,16 @@ mod tests {
             before.changes_to(&pinned).summary(),
             "crypto 1.2.3 (requirement a store path → >=1.2.5) (priority 5 → 3)"
         );
+    }
+
+    #[test]
+    fn a_long_summary_counts_the_rest() {
+        let many: Vec<Package> = (0..10).map(|i| pkg(&format!("p{i}"), "1.0")).collect();
+        let summary = Manifest::empty()
+            .changes_to(&Manifest::new(many, String::new()))
+            .summary();
+        assert!(summary.starts_with("+p0 1.0, +p1 1.0,"), "{summary}");
+        assert!(summary.ends_with(", +p5 1.0, … and 4 more"), "{summary}");
     }
 
     #[test]

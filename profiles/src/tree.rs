@@ -124,33 +124,44 @@ fn entries_of(store: &Store, package: &Package) -> Result<Vec<EntryRecord>> {
     Ok(store.db().entries(id)?)
 }
 
-/// Writes the merged tree of `packages` into the (existing, empty) directory `dest`.
+/// Writes the merged tree of `packages` into the (existing, empty) directory `dest`: the
+/// directories first, then the links, in parallel.
 pub fn write_tree(store: &Store, packages: &[Package], dest: &Path) -> Result<TreeStats> {
+    use rayon::prelude::*;
     let claims = plan(store, packages)?;
-    let mut stats = TreeStats::default();
+    let mut directories = Vec::new();
+    let mut links: Vec<(&[u8], usize)> = Vec::new();
     let mut linked: HashSet<&[u8]> = HashSet::new();
     for (rel, claim) in &claims {
         if !linked.is_empty() && ancestors(rel).any(|a| linked.contains(a)) {
             continue;
         }
-        let target_owner = match claim {
-            Claim::Directory(owners) if owners.len() > 1 => {
-                fs_err::create_dir(dest.join(rel_path(rel)))?;
-                stats.directories += 1;
-                continue;
-            }
+        match claim {
+            Claim::Directory(owners) if owners.len() > 1 => directories.push(rel.as_slice()),
             Claim::Directory(owners) => {
                 linked.insert(rel);
-                *owners.first().expect("a directory claim has an owner")
+                links.push((
+                    rel,
+                    *owners.first().expect("a directory claim has an owner"),
+                ));
             }
-            Claim::Leaf { owner, .. } => *owner,
-        };
-        let rel_path = rel_path(rel);
-        let target = Path::new(&packages[target_owner].path).join(rel_path);
-        fs_err::os::unix::fs::symlink(&target, dest.join(rel_path))?;
-        stats.links += 1;
+            Claim::Leaf { owner, .. } => links.push((rel, *owner)),
+        }
     }
-    Ok(stats)
+    for rel in &directories {
+        fs_err::create_dir(dest.join(rel_path(rel)))?;
+    }
+    links
+        .par_iter()
+        .try_for_each(|(rel, owner)| -> Result<()> {
+            let target = Path::new(&packages[*owner].path).join(rel_path(rel));
+            fs_err::os::unix::fs::symlink(&target, dest.join(rel_path(rel)))?;
+            Ok(())
+        })?;
+    Ok(TreeStats {
+        directories: directories.len(),
+        links: links.len(),
+    })
 }
 
 fn rel_path(rel: &[u8]) -> &Path {

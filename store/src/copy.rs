@@ -307,7 +307,11 @@ pub fn copy_tree(
 
 /// The records of an existing tree, hashing every file (used by `verify` to name damage).
 pub fn record_tree(root: &Path) -> Result<Vec<EntryRecord>> {
-    let layout = NarLayout::of(root)?;
+    record_layout(root, &NarLayout::of(root)?)
+}
+
+/// The records of the tree at `root`, whose layout was just read.
+pub fn record_layout(root: &Path, layout: &NarLayout) -> Result<Vec<EntryRecord>> {
     layout
         .entries()
         .par_iter()

@@ -228,7 +228,7 @@ impl Store {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let entries = copy::record_tree(staged)?;
+        let entries = copy::record_layout(staged, &layout)?;
         Ok(Scanned {
             layout,
             digest,

@@ -19,16 +19,22 @@ pub fn syncfs(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Trees with at most this many entries are synced entry by entry; larger ones with syncfs.
+/// Trees with at most this many files and directories are synced entry by entry; larger ones
+/// with syncfs. Symlinks do not count: their parent directory's fsync covers them.
 const SMALL_TREE: usize = 256;
 
 /// Makes a freshly written tree durable: fsync of each file and directory when the tree is
 /// small (cheap, and independent of what else is being written to the filesystem), one
-/// syncfs when it is large.
+/// syncfs when it is large. A profile generation (thousands of symlinks in a few directories)
+/// is small.
 pub fn sync_tree(root: &Path, layout: &crate::nar::NarLayout) -> Result<()> {
     use crate::nar::EntryKind;
     let entries = layout.entries();
-    if entries.len() > SMALL_TREE {
+    let to_sync = entries
+        .iter()
+        .filter(|e| !matches!(e.kind, EntryKind::Symlink { .. }))
+        .count();
+    if to_sync > SMALL_TREE {
         return syncfs(root);
     }
     for entry in entries {

@@ -105,6 +105,8 @@ fn metadata_problems(root: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Gives every entry of the tree its canonical metadata: files and symlinks in parallel
+/// (a profile generation has thousands of symlinks), then directories, innermost first.
 pub(crate) fn fix_metadata(root: &Path) -> Result<()> {
     let entries: Vec<walkdir::DirEntry> = walkdir::WalkDir::new(root)
         .follow_links(false)
@@ -112,17 +114,21 @@ pub(crate) fn fix_metadata(root: &Path) -> Result<()> {
         .into_iter()
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| std::io::Error::other(format!("failed to walk '{}': {e}", root.display())))?;
-    for entry in entries {
+    let (directories, others): (Vec<_>, Vec<_>) =
+        entries.into_iter().partition(|e| e.file_type().is_dir());
+    others.par_iter().try_for_each(|entry| -> Result<()> {
         let path = entry.path();
-        let meta = fs_err::symlink_metadata(path)?;
-        if meta.is_dir() {
-            canon::directory(path)?;
-        } else if meta.is_file() {
+        if entry.file_type().is_file() {
             let file = fs_err::File::open(path)?;
-            canon::regular(file.file(), path, meta.permissions().mode() & 0o100 != 0)?;
+            let mode = file.metadata()?.permissions().mode();
+            canon::regular(file.file(), path, mode & 0o100 != 0)?;
         } else {
             canon::set_times_nofollow(path)?;
         }
+        Ok(())
+    })?;
+    for directory in directories {
+        canon::directory(directory.path())?;
     }
     Ok(())
 }
