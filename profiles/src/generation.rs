@@ -106,7 +106,7 @@ pub fn create(
         }
     };
     failpoint::hit("profile:after-generation-path");
-    let number = profile.generations()?.last().map_or(1, |g| g.number + 1);
+    let number = profile.numbers()?.last().map_or(1, |n| n + 1);
     let summary = base.changes_to(manifest).summary();
     records::record(
         store.db_mut(),
@@ -179,7 +179,7 @@ pub fn delete(
             return Err(ProfileError::DeleteCurrent(current));
         }
     }
-    let existing: BTreeSet<u64> = profile.generations()?.iter().map(|g| g.number).collect();
+    let existing: BTreeSet<u64> = profile.numbers()?.into_iter().collect();
     if let Some(missing) = numbers.iter().find(|n| !existing.contains(n)) {
         return Err(ProfileError::NoSuchGeneration {
             profile: profile.link().to_owned(),

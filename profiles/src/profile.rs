@@ -104,30 +104,56 @@ impl Profile {
         Ok(())
     }
 
-    /// Every generation, by number.
-    pub fn generations(&self) -> Result<Vec<GenerationLink>> {
+    /// Every generation link's number and file name, ascending, from the directory listing.
+    fn listed(&self) -> Result<Vec<(u64, std::ffi::OsString)>> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(fs_err::read_dir(&self.dir).err().unwrap_or(e).into()),
         };
-        let mut generations = Vec::new();
+        let mut listed = Vec::new();
         for entry in entries {
-            let entry = entry?;
-            let file = entry.file_name();
-            let Some(number) = self.parse_generation_link_name(&file.to_string_lossy()) else {
-                continue;
-            };
-            let link = entry.path();
-            let target = fs_err::read_link(&link)?;
-            generations.push(GenerationLink {
-                number,
-                link,
-                path: target.to_string_lossy().into_owned(),
-            });
+            let file = entry?.file_name();
+            if let Some(number) = self.parse_generation_link_name(&file.to_string_lossy()) {
+                listed.push((number, file));
+            }
         }
-        generations.sort_by_key(|g| g.number);
-        Ok(generations)
+        listed.sort_unstable();
+        Ok(listed)
+    }
+
+    /// The numbers of every generation, ascending (no link is read).
+    pub fn numbers(&self) -> Result<Vec<u64>> {
+        Ok(self.listed()?.into_iter().map(|(n, _)| n).collect())
+    }
+
+    /// Every generation, by number. Links are read relative to the directory (no path walk
+    /// per link: listing 1,000 generations is a hot path).
+    pub fn generations(&self) -> Result<Vec<GenerationLink>> {
+        use std::os::fd::AsRawFd;
+        let listed = self.listed()?;
+        if listed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dir = fs_err::File::open(&self.dir)?;
+        listed
+            .into_iter()
+            .map(|(number, file)| {
+                let link = self.dir.join(&file);
+                let target = nix::fcntl::readlinkat(Some(dir.as_raw_fd()), file.as_os_str())
+                    .map_err(|errno| {
+                        std::io::Error::other(format!(
+                            "failed to read the link '{}': {errno}",
+                            link.display()
+                        ))
+                    })?;
+                Ok(GenerationLink {
+                    number,
+                    link,
+                    path: target.to_string_lossy().into_owned(),
+                })
+            })
+            .collect()
     }
 
     pub fn generation(&self, number: u64) -> Result<GenerationLink> {
@@ -141,7 +167,7 @@ impl Profile {
             Err(_) => Err(ProfileError::NoSuchGeneration {
                 profile: self.link.clone(),
                 number,
-                available: self.generations()?.iter().map(|g| g.number).collect(),
+                available: self.numbers()?,
             }),
         }
     }

@@ -234,7 +234,7 @@ pub fn list(cli: &Cli) -> anyhow::Result<ExitCode> {
         manifest.packages.iter().map(f).max().unwrap_or(0)
     };
     let (name_width, version_width) = (width(|p| p.name.len()), width(|p| p.version.len()));
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for package in &manifest.packages {
         writeln!(
             out,
@@ -262,9 +262,8 @@ pub fn run(cli: &Cli, command: &ProfileCommand) -> anyhow::Result<ExitCode> {
                 .current()?
                 .ok_or_else(|| ProfileError::Empty(profile.link().to_owned()))?;
             let previous = profile
-                .generations()?
-                .iter()
-                .map(|g| g.number)
+                .numbers()?
+                .into_iter()
                 .filter(|n| *n < current)
                 .max()
                 .ok_or_else(|| ProfileError::NoPrevious {
@@ -350,7 +349,7 @@ fn generations(cli: &Cli, store: &Store, profile: &Profile) -> anyhow::Result<Ex
             format!("{} has no generations yet", profile.link().display()),
         );
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for info in &infos {
         writeln!(
             out,
@@ -382,9 +381,8 @@ fn diff_command(
     let from = match from {
         Some(from) => from,
         None => profile
-            .generations()?
-            .iter()
-            .map(|g| g.number)
+            .numbers()?
+            .into_iter()
             .filter(|n| *n < to)
             .max()
             .ok_or_else(|| ProfileError::NoPrevious {
@@ -399,7 +397,7 @@ fn diff_command(
         output::json(&serde_json::json!({ "from": from, "to": to, "diff": diff }))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     writeln!(out, "generation {from} → {to}")?;
     let mut lines: BTreeMap<&str, String> = BTreeMap::new();
     for p in &diff.added {
