@@ -109,7 +109,7 @@ pub fn create(
     let number = profile.numbers()?.last().map_or(1, |n| n + 1);
     let summary = base.changes_to(manifest).summary();
     records::record(
-        store.db_mut(),
+        store,
         profile.link(),
         number,
         &Record {
@@ -132,7 +132,7 @@ pub fn create(
 pub fn list(store: &Store, profile: &Profile) -> Result<Vec<GenerationInfo>> {
     let links = profile.generations()?;
     let current = profile.current()?;
-    let records = records::load(store.db(), profile.link())?;
+    let records = records::load(store, profile.link())?;
     let mut infos = Vec::with_capacity(links.len());
     for (i, link) in links.iter().enumerate() {
         let (created_at, summary) = match records.get(&link.number) {
@@ -187,8 +187,13 @@ pub fn delete(
             available: existing.into_iter().collect(),
         });
     }
-    let numbers: Vec<u64> = numbers.iter().copied().collect();
-    profile.remove_generation_links(&numbers)?;
-    records::forget(store.db_mut(), profile.link(), &numbers)?;
+    let links: Vec<u64> = numbers.iter().copied().collect();
+    profile.remove_generation_links(&links)?;
+    // Also the records a crash between these two steps left behind: their links are gone.
+    let orphans = records::load(store, profile.link())?
+        .into_keys()
+        .filter(|n| !existing.contains(n));
+    let forgotten: Vec<u64> = links.iter().copied().chain(orphans).collect();
+    records::forget(store, profile.link(), &forgotten)?;
     Ok(())
 }

@@ -90,18 +90,28 @@ impl Profile {
     }
 
     /// `sync::replace_symlink` names its temporary `.<link name>.tmp-<pid>`; one that survived
-    /// its writer would keep a generation alive for ever (it is a GC root).
+    /// its writer would keep a generation alive for ever (it is a GC root). Only this
+    /// profile's own are removed (`.P.tmp-N`, `.P-<N>-link.tmp-N`): another profile's, whose
+    /// name starts the same, are protected by that profile's lock, not ours.
     fn remove_leftover_temporaries(&self) -> Result<()> {
-        let prefix = format!(".{}", self.name);
         for entry in fs_err::read_dir(&self.dir)? {
             let entry = entry?;
-            let file = entry.file_name();
-            let file = file.to_string_lossy();
-            if file.starts_with(&prefix) && file.contains(".tmp-") {
+            if self.is_own_temporary(&entry.file_name().to_string_lossy()) {
                 fs_err::remove_file(entry.path())?;
             }
         }
         Ok(())
+    }
+
+    fn is_own_temporary(&self, file: &str) -> bool {
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let Some((link, pid)) = file
+            .strip_prefix('.')
+            .and_then(|rest| rest.rsplit_once(".tmp-"))
+        else {
+            return false;
+        };
+        digits(pid) && (link == self.name || self.parse_generation_link_name(link).is_some())
     }
 
     /// Every generation link's number and file name, ascending, from the directory listing.
@@ -266,6 +276,22 @@ mod tests {
             ("my-profile-3-4-link", None),
         ] {
             assert_eq!(profile.parse_generation_link_name(file), number, "{file}");
+        }
+    }
+
+    #[test]
+    fn only_the_profiles_own_temporaries_are_leftovers() {
+        let profile = Profile::new("/p/profile".into()).expect("profile");
+        for (file, own) in [
+            (".profile.tmp-12", true),
+            (".profile-3-link.tmp-12", true),
+            (".profile-dev.tmp-12", false),
+            (".profile-dev-3-link.tmp-12", false),
+            (".profile.tmp-", false),
+            (".profile.lock", false),
+            ("profile-3-link", false),
+        ] {
+            assert_eq!(profile.is_own_temporary(file), own, "{file}");
         }
     }
 

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use noodle_store::db::Db;
+use noodle_store::Store;
 use rusqlite::params;
 
 use crate::error::Result;
@@ -18,8 +18,14 @@ pub struct Record {
     pub summary: String,
 }
 
-fn key(profile: &Path) -> String {
-    profile.to_string_lossy().into_owned()
+/// Records are keyed by the profile's path as the store sees it: inside the root, the logical
+/// path (`/noodle/var/profiles/system`), so a root copied or moved elsewhere keeps them;
+/// outside it (a user's `~/.local/state/noodle/profile`), the path itself.
+fn key(store: &Store, profile: &Path) -> String {
+    match profile.strip_prefix(&store.dirs().root) {
+        Ok(rel) => Path::new("/").join(rel).to_string_lossy().into_owned(),
+        Err(_) => profile.to_string_lossy().into_owned(),
+    }
 }
 
 pub fn now() -> i64 {
@@ -29,9 +35,9 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
-pub fn record(db: &mut Db, profile: &Path, number: u64, record: &Record) -> Result<()> {
-    let profile = key(profile);
-    db.write(|tx| {
+pub fn record(store: &mut Store, profile: &Path, number: u64, record: &Record) -> Result<()> {
+    let profile = key(store, profile);
+    store.db_mut().write(|tx| {
         tx.execute(
             "INSERT OR REPLACE INTO generations (profile, number, path, created_at, summary)
              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -47,9 +53,9 @@ pub fn record(db: &mut Db, profile: &Path, number: u64, record: &Record) -> Resu
     Ok(())
 }
 
-pub fn load(db: &Db, profile: &Path) -> Result<HashMap<u64, Record>> {
-    let profile = key(profile);
-    Ok(db.retry(|c| {
+pub fn load(store: &Store, profile: &Path) -> Result<HashMap<u64, Record>> {
+    let profile = key(store, profile);
+    Ok(store.db().retry(|c| {
         let mut stmt = c.prepare_cached(
             "SELECT number, path, created_at, summary FROM generations WHERE profile = ?1",
         )?;
@@ -67,9 +73,9 @@ pub fn load(db: &Db, profile: &Path) -> Result<HashMap<u64, Record>> {
     })?)
 }
 
-pub fn forget(db: &mut Db, profile: &Path, numbers: &[u64]) -> Result<()> {
-    let profile = key(profile);
-    db.write(|tx| {
+pub fn forget(store: &mut Store, profile: &Path, numbers: &[u64]) -> Result<()> {
+    let profile = key(store, profile);
+    store.db_mut().write(|tx| {
         let mut stmt =
             tx.prepare_cached("DELETE FROM generations WHERE profile = ?1 AND number = ?2")?;
         for number in numbers {

@@ -187,14 +187,25 @@ fn commit(
             ),
         );
         if activated.from.is_none() {
-            path_hint(cli, profile);
+            path_hint(cli, store, profile);
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Printed when a profile gets its first generation and its bin/ is not on PATH yet.
-fn path_hint(cli: &Cli, profile: &Profile) {
+/// Printed when a profile gets its first generation and its bin/ is not on PATH yet; and, for
+/// a store whose files live under another root, that its programs cannot run from here.
+fn path_hint(cli: &Cli, store: &Store, profile: &Profile) {
+    let logical = store.store_dir().as_str();
+    if store.dirs().root != Path::new("/") && !Path::new(logical).is_dir() {
+        note(
+            cli,
+            format!(
+                "note: its programs refer to {logical}/…, which this host does not have (this store's files live under {}); they run where the store is mounted at {logical}",
+                store.dirs().root.display()
+            ),
+        );
+    }
     let bin = profile.link().join("bin");
     let on_path =
         std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|p| p == bin));
