@@ -1156,24 +1156,7 @@ fn an_unprivileged_user_builds_the_same_paths() {
         .status()
         .expect("cp");
     assert!(status.success());
-    let status = std::process::Command::new("chown")
-        .args(["-R", "65534:65534"])
-        .arg(home.path())
-        .status()
-        .expect("chown");
-    assert!(status.success());
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "env"])
-        .args([
-            "-u",
-            "NOODLE_ROOT",
-            "-u",
-            "XDG_DATA_HOME",
-            "-u",
-            "NOODLE_CHANNEL",
-        ])
-        .arg(format!("HOME={}", home.path().display()))
-        .arg(common::BIN)
+    let out = common::as_nobody(home.path())
         .arg("--channel")
         .arg(&user_channel)
         .args(["build", "--locked", "hello"])

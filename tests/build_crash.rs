@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use common::channel::Channel;
-use common::{Noodle, Problem};
+use common::{bad, Noodle};
 use noodle_store::failpoint;
 
 /// What happens between the crash and the final checks.
@@ -120,14 +120,6 @@ fn expected(t: &Template) -> Expected {
         path,
         references,
     }
-}
-
-fn bad(problems: &[Problem], allowed: &[&str]) -> Vec<Problem> {
-    problems
-        .iter()
-        .filter(|p| !allowed.contains(&p.kind.as_str()))
-        .cloned()
-        .collect()
 }
 
 /// Holds at any time: only leftovers of a crash, valid paths intact, invariant 1, busybox kept,

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use common::{make_tree, regular_files, Noodle, Problem};
+use common::{bad, make_tree, regular_files, Noodle};
 use noodle_store::failpoint;
 
 /// The operations the failure points belong to, by the prefix of their names.
@@ -167,14 +167,6 @@ fn clone_store(template: &Template) -> Noodle {
 
 fn args_of(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
-}
-
-fn bad(problems: &[Problem], allowed: &[&str]) -> Vec<Problem> {
-    problems
-        .iter()
-        .filter(|p| !allowed.contains(&p.kind.as_str()))
-        .cloned()
-        .collect()
 }
 
 fn store_dir_mode(noodle: &Noodle) -> u32 {

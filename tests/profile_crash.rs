@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use common::channel::Channel;
-use common::{Noodle, Problem};
+use common::{bad, Noodle};
 use noodle_store::failpoint;
 
 /// The failure points this file drives, by the prefix of their names.
@@ -527,14 +527,6 @@ fn expected(t: &Template, op: Op) -> State {
     }
     noodle.assert_fully_clean(&ctx);
     state
-}
-
-fn bad(problems: &[Problem], allowed: &[&str]) -> Vec<Problem> {
-    problems
-        .iter()
-        .filter(|p| !allowed.contains(&p.kind.as_str()))
-        .cloned()
-        .collect()
 }
 
 /// Invariant 2 and the generation list: the profile is on the generation it was on or on the

@@ -418,26 +418,8 @@ fn an_ordinary_user_gets_a_profile_in_their_state_directory() {
     let pkg = home.path().join("pkg");
     std::fs::create_dir_all(pkg.join("bin")).expect("mkdir");
     std::fs::write(pkg.join("bin/tool"), "#!/bin/sh\n").expect("write");
-    let status = std::process::Command::new("chown")
-        .args(["-R", "65534:65534"])
-        .arg(home.path())
-        .status()
-        .expect("chown");
-    assert!(status.success());
     let as_user = |args: &[&str]| {
-        let out = std::process::Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "env"])
-            .args([
-                "-u",
-                "NOODLE_ROOT",
-                "-u",
-                "XDG_DATA_HOME",
-                "-u",
-                "XDG_STATE_HOME",
-            ])
-            .args(["-u", "NOODLE_PROFILE", "PATH=/usr/bin:/bin"])
-            .arg(format!("HOME={}", home.path().display()))
-            .arg(common::BIN)
+        let out = common::as_nobody(home.path())
             .args(args)
             .output()
             .expect("run as nobody");
@@ -464,8 +446,6 @@ fn an_ordinary_user_gets_a_profile_in_their_state_directory() {
     let other = home.path().join("pkg2");
     std::fs::create_dir_all(&other).expect("mkdir");
     std::fs::write(other.join("readme"), "2").expect("write");
-    std::os::unix::fs::chown(&other, Some(65534), Some(65534)).expect("chown");
-    std::os::unix::fs::chown(other.join("readme"), Some(65534), Some(65534)).expect("chown");
     let path2 = String::from_utf8(
         as_user(&[
             "store",

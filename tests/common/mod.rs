@@ -366,6 +366,48 @@ pub struct Problem {
     pub path: String,
 }
 
+/// The problems not of the `allowed` kinds (e.g. a crash's "unregistered" leftovers).
+pub fn bad(problems: &[Problem], allowed: &[&str]) -> Vec<Problem> {
+    problems
+        .iter()
+        .filter(|p| !allowed.contains(&p.kind.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// `noodle` run by the unprivileged user 65534 (needs root), with `home` as HOME (which is
+/// given to that user first), none of noodle's variables, and PATH=/usr/bin:/bin: a user on
+/// their own store.
+pub fn as_nobody(home: &Path) -> Command {
+    let status = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(home)
+        .status()
+        .expect("chown");
+    assert!(status.success(), "chown -R {}", home.display());
+    let mut command = Command::new("setpriv");
+    command
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "env"])
+        .args([
+            "-u",
+            "NOODLE_ROOT",
+            "-u",
+            "NOODLE_CHANNEL",
+            "-u",
+            "NOODLE_PROFILE",
+        ])
+        .args([
+            "-u",
+            "XDG_DATA_HOME",
+            "-u",
+            "XDG_STATE_HOME",
+            "PATH=/usr/bin:/bin",
+        ])
+        .arg(format!("HOME={}", home.display()))
+        .arg(BIN);
+    command
+}
+
 impl Noodle {
     /// `store verify --json EXTRA...`: the exit code and the problems it reported.
     pub fn verify_report(&self, extra: &[&str]) -> (i32, Vec<Problem>) {
