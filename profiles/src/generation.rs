@@ -127,35 +127,42 @@ pub fn create(
     }))
 }
 
-/// Every generation with its date and summary: from the records where they match the links,
-/// else from the link's time and the manifests.
+/// Every generation with its store path, date and summary. Where a generation has a record,
+/// it is used without reading the link: noodle writes a record before the link it describes,
+/// replaces it whenever the number is reused, and forgets it after the link is deleted, so a
+/// record whose link exists names the link's path. (Switching and diffs read the links.)
+/// A generation without one (made by a crashed writer, or in a store whose records were lost)
+/// is described from its link's time and the manifests.
 pub fn list(store: &Store, profile: &Profile) -> Result<Vec<GenerationInfo>> {
-    let links = profile.generations()?;
+    let numbers = profile.numbers()?;
     let current = profile.current()?;
     let records = records::load(store, profile.link())?;
-    let mut infos = Vec::with_capacity(links.len());
-    for (i, link) in links.iter().enumerate() {
-        let (created_at, summary) = match records.get(&link.number) {
-            Some(record) if record.path == link.path => (record.created_at, record.summary.clone()),
-            _ => {
+    let mut infos = Vec::with_capacity(numbers.len());
+    for (i, number) in numbers.iter().enumerate() {
+        let (path, created_at, summary) = match records.get(number) {
+            Some(record) => (record.path.clone(), record.created_at, record.summary.clone()),
+            None => {
+                let link = profile.generation(*number)?;
                 let created = fs_err::symlink_metadata(&link.link)?.mtime();
                 let before = match i {
                     0 => Ok(Manifest::empty()),
-                    _ => manifest_of(store, &links[i - 1]),
+                    _ => profile
+                        .generation(numbers[i - 1])
+                        .and_then(|l| manifest_of(store, &l)),
                 };
-                let summary = match (before, manifest_of(store, link)) {
+                let summary = match (before, manifest_of(store, &link)) {
                     (Ok(before), Ok(after)) => before.changes_to(&after).summary(),
                     _ => "(damaged: its manifest is unreadable)".into(),
                 };
-                (created, summary)
+                (link.path, created, summary)
             }
         };
         infos.push(GenerationInfo {
-            number: link.number,
-            path: link.path.clone(),
+            number: *number,
+            path,
             created_at,
             summary,
-            current: current == Some(link.number),
+            current: current == Some(*number),
         });
     }
     Ok(infos)

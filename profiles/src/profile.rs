@@ -137,35 +137,6 @@ impl Profile {
         Ok(self.listed()?.into_iter().map(|(n, _)| n).collect())
     }
 
-    /// Every generation, by number. Links are read relative to the directory (no path walk
-    /// per link: listing 1,000 generations is a hot path).
-    pub fn generations(&self) -> Result<Vec<GenerationLink>> {
-        use std::os::fd::AsRawFd;
-        let listed = self.listed()?;
-        if listed.is_empty() {
-            return Ok(Vec::new());
-        }
-        let dir = fs_err::File::open(&self.dir)?;
-        listed
-            .into_iter()
-            .map(|(number, file)| {
-                let link = self.dir.join(&file);
-                let target = nix::fcntl::readlinkat(Some(dir.as_raw_fd()), file.as_os_str())
-                    .map_err(|errno| {
-                        std::io::Error::other(format!(
-                            "failed to read the link '{}': {errno}",
-                            link.display()
-                        ))
-                    })?;
-                Ok(GenerationLink {
-                    number,
-                    link,
-                    path: target.to_string_lossy().into_owned(),
-                })
-            })
-            .collect()
-    }
-
     pub fn generation(&self, number: u64) -> Result<GenerationLink> {
         let link = self.generation_link(number);
         match std::fs::read_link(&link) {
