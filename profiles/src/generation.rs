@@ -93,10 +93,11 @@ pub fn create(
     ));
     let added = (|| -> Result<_> {
         fs_err::create_dir(&staging)?;
-        tree::write_tree(store, &manifest.packages, &staging)?;
+        let mut written = tree::write_tree(store, &manifest.packages, &staging)?;
         fs_err::write(staging.join(MANIFEST_FILE), manifest.to_json())?;
+        written.described.file(std::path::Path::new(MANIFEST_FILE));
         let paths: Vec<String> = manifest.packages.iter().map(|p| p.path.clone()).collect();
-        Ok(store.add_staged(&staging, profile.name(), &paths)?)
+        Ok(store.add_staged(&staging, profile.name(), &paths, Some(&written.described))?)
     })();
     let added = match added {
         Ok(added) => added,
@@ -140,7 +141,11 @@ pub fn list(store: &Store, profile: &Profile) -> Result<Vec<GenerationInfo>> {
     let mut infos = Vec::with_capacity(numbers.len());
     for (i, number) in numbers.iter().enumerate() {
         let (path, created_at, summary) = match records.get(number) {
-            Some(record) => (record.path.clone(), record.created_at, record.summary.clone()),
+            Some(record) => (
+                record.path.clone(),
+                record.created_at,
+                record.summary.clone(),
+            ),
             None => {
                 let link = profile.generation(*number)?;
                 let created = fs_err::symlink_metadata(&link.link)?.mtime();

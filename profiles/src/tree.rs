@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 
 use noodle_store::db::{EntryRecord, EntryRecordKind};
+use noodle_store::nar::Described;
 use noodle_store::Store;
 
 use crate::error::{ProfileError, Result};
@@ -23,9 +24,10 @@ enum Claim {
     Leaf { owner: usize, kind: EntryRecordKind },
 }
 
-/// What `write_tree` made.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct TreeStats {
+/// What `write_tree` made, described for the store (which then needs no walk of it).
+#[derive(Debug, Default, Clone)]
+pub struct Written {
+    pub described: Described,
     pub directories: usize,
     pub links: usize,
 }
@@ -126,7 +128,7 @@ fn entries_of(store: &Store, package: &Package) -> Result<Vec<EntryRecord>> {
 
 /// Writes the merged tree of `packages` into the (existing, empty) directory `dest`: the
 /// directories first, then the links, in parallel.
-pub fn write_tree(store: &Store, packages: &[Package], dest: &Path) -> Result<TreeStats> {
+pub fn write_tree(store: &Store, packages: &[Package], dest: &Path) -> Result<Written> {
     use rayon::prelude::*;
     let claims = plan(store, packages)?;
     let mut directories = Vec::new();
@@ -148,17 +150,23 @@ pub fn write_tree(store: &Store, packages: &[Package], dest: &Path) -> Result<Tr
             Claim::Leaf { owner, .. } => links.push((rel, *owner)),
         }
     }
+    let target = |rel: &[u8], owner: usize| Path::new(&packages[owner].path).join(rel_path(rel));
+    let mut described = Described::default();
     for rel in &directories {
         fs_err::create_dir(dest.join(rel_path(rel)))?;
+        described.directory(rel_path(rel));
     }
     links
         .par_iter()
         .try_for_each(|(rel, owner)| -> Result<()> {
-            let target = Path::new(&packages[*owner].path).join(rel_path(rel));
-            fs_err::os::unix::fs::symlink(&target, dest.join(rel_path(rel)))?;
+            fs_err::os::unix::fs::symlink(target(rel, *owner), dest.join(rel_path(rel)))?;
             Ok(())
         })?;
-    Ok(TreeStats {
+    for (rel, owner) in &links {
+        described.symlink(rel_path(rel), target(rel, *owner).into_os_string());
+    }
+    Ok(Written {
+        described,
         directories: directories.len(),
         links: links.len(),
     })

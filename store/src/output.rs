@@ -11,7 +11,7 @@ use crate::db::EntryRecord;
 use crate::error::{io_at, Result, StoreError};
 use crate::locks::PathLock;
 use crate::nar::NarDigest;
-use crate::nar::{hash_layout, NarLayout};
+use crate::nar::{hash_layout, Described, NarLayout};
 use crate::path::validate_name;
 use crate::path::StorePath;
 use crate::refscan::HASH_LEN;
@@ -146,17 +146,28 @@ impl Store {
 
     /// Adds a tree written in place under `var/tmp` (a profile generation) as a
     /// content-addressed path named `name`, moving it rather than copying it. References are
-    /// searched among `candidates`. When the path is already valid the staged tree is removed
-    /// and nothing else is written.
+    /// searched among `candidates`. With `described`, the writer's description of the tree
+    /// stands for walking it ([`Described`]). When the path is already valid the staged tree
+    /// is removed and nothing else is written.
     pub fn add_staged(
         &mut self,
         staged: &Path,
         name: &str,
         candidates: &[String],
+        described: Option<&Described>,
     ) -> Result<Added> {
         validate_name(name)?;
-        verify::fix_metadata(staged)?;
-        let scanned = self.scan_staged(staged, candidates.iter())?;
+        let scanned = match described {
+            Some(described) => {
+                verify::fix_described_metadata(staged, described)?;
+                let layout = NarLayout::of_described(staged, described)?;
+                self.scan_layout(staged, layout, candidates.iter())?
+            }
+            None => {
+                verify::fix_metadata(staged)?;
+                self.scan_staged(staged, candidates.iter())?
+            }
+        };
         let path = StorePath::for_source(
             &self.dirs.store_dir,
             &scanned.digest.hash,
@@ -211,6 +222,15 @@ impl Store {
         staged: &Path,
         candidates: impl Iterator<Item = &'a String>,
     ) -> Result<Scanned> {
+        self.scan_layout(staged, NarLayout::of(staged)?, candidates)
+    }
+
+    fn scan_layout<'a>(
+        &self,
+        staged: &Path,
+        layout: NarLayout,
+        candidates: impl Iterator<Item = &'a String>,
+    ) -> Result<Scanned> {
         let prefix = self.dirs.store_dir.as_str().len() + 1;
         let digest_of = |p: &str| -> Option<[u8; HASH_LEN]> {
             p.as_bytes().get(prefix..prefix + HASH_LEN)?.try_into().ok()
@@ -219,7 +239,6 @@ impl Store {
             .filter_map(|p| Some((digest_of(p)?, p.clone())))
             .collect();
         let wanted: HashSet<[u8; HASH_LEN]> = by_digest.keys().copied().collect();
-        let layout = NarLayout::of(staged)?;
         let digest = hash_layout(&layout, Some(&wanted), &|_| {})?;
         let references: Vec<String> = digest
             .references

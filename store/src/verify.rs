@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use crate::db::{EntryRecord, EntryRecordKind};
 use crate::error::Result;
 use crate::locks::{live_temproots, GcLock};
-use crate::nar::{hash_layout, NarLayout};
+use crate::nar::{hash_layout, Described, NarLayout};
 use crate::progress::Progress;
 use crate::store::Store;
 use crate::{canon, copy};
@@ -129,6 +129,26 @@ pub(crate) fn fix_metadata(root: &Path) -> Result<()> {
     })?;
     for directory in directories {
         canon::directory(directory.path())?;
+    }
+    Ok(())
+}
+
+/// [`fix_metadata`] for a tree its writer described ([`Described`]): no walk.
+pub(crate) fn fix_described_metadata(root: &Path, described: &Described) -> Result<()> {
+    let symlinks: Vec<&Path> = described.symlinks().collect();
+    symlinks
+        .par_iter()
+        .try_for_each(|rel| -> Result<()> { canon::set_times_nofollow(&root.join(rel)) })?;
+    for rel in described.files() {
+        let path = root.join(rel);
+        let file = fs_err::File::open(&path)?;
+        let mode = file.metadata()?.permissions().mode();
+        canon::regular(file.file(), &path, mode & 0o100 != 0)?;
+    }
+    let mut directories: Vec<&Path> = described.directories().collect();
+    directories.sort_by_key(|rel| std::cmp::Reverse(rel.components().count()));
+    for rel in directories {
+        canon::directory(&crate::nar::layout::entry_path(root, rel))?;
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Walking a tree into its NAR layout, and producing any byte range of that archive.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
@@ -59,7 +60,68 @@ pub struct NarLayout {
     size: u64,
 }
 
-struct Builder {
+/// A tree its writer describes in memory (a profile generation: thousands of symlinks it just
+/// made), so that its layout needs no `lstat`/`readlink` per entry. Directories and symlinks
+/// come from the description; regular files are still read from disk; each directory's
+/// listing on disk is checked against the description, so an entry nobody described (or a
+/// described one that is missing) is an error, not a wrong hash.
+#[derive(Debug, Clone)]
+pub struct Described {
+    directories: HashMap<PathBuf, Vec<OsString>>,
+    symlinks: HashMap<PathBuf, OsString>,
+    files: Vec<PathBuf>,
+}
+
+impl Default for Described {
+    fn default() -> Self {
+        Self {
+            directories: HashMap::from([(PathBuf::new(), Vec::new())]),
+            symlinks: HashMap::new(),
+            files: Vec::new(),
+        }
+    }
+}
+
+impl Described {
+    fn add(&mut self, rel: &Path) {
+        let parent = rel.parent().unwrap_or(Path::new("")).to_owned();
+        let name = rel.file_name().unwrap_or_default().to_owned();
+        self.directories.entry(parent).or_default().push(name);
+    }
+
+    /// A directory at `rel` (its parent described before it).
+    pub fn directory(&mut self, rel: &Path) {
+        self.add(rel);
+        self.directories.insert(rel.to_owned(), Vec::new());
+    }
+
+    pub fn symlink(&mut self, rel: &Path, target: OsString) {
+        self.add(rel);
+        self.symlinks.insert(rel.to_owned(), target);
+    }
+
+    /// A regular file at `rel`, read from disk.
+    pub fn file(&mut self, rel: &Path) {
+        self.add(rel);
+        self.files.push(rel.to_owned());
+    }
+
+    /// Every directory, the root ("") included.
+    pub fn directories(&self) -> impl Iterator<Item = &Path> {
+        self.directories.keys().map(PathBuf::as_path)
+    }
+
+    pub fn symlinks(&self) -> impl Iterator<Item = &Path> {
+        self.symlinks.keys().map(PathBuf::as_path)
+    }
+
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+}
+
+struct Builder<'a> {
+    described: Option<&'a Described>,
     root: PathBuf,
     entries: Vec<Entry>,
     literals: Vec<u8>,
@@ -68,7 +130,7 @@ struct Builder {
     pending_literal: usize,
 }
 
-impl Builder {
+impl Builder<'_> {
     fn bytes(&mut self, data: &[u8]) {
         self.literals.extend_from_slice(data);
     }
@@ -94,24 +156,52 @@ impl Builder {
         }
     }
 
+    /// The sorted names in directory `rel`, from the description (checked against the disk)
+    /// or from the disk.
+    fn listing(&self, path: &Path, rel: &Path) -> Result<Vec<OsString>, LayoutError> {
+        let mut names: Vec<OsString> = fs_err::read_dir(path)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()?;
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        if let Some(described) = self.described {
+            let mut expected = described.directories[rel].clone();
+            expected.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            if expected != names {
+                return Err(LayoutError::Changed(path.to_owned()));
+            }
+        }
+        Ok(names)
+    }
+
     fn node(&mut self, rel: PathBuf) -> Result<(), LayoutError> {
         let path = entry_path(&self.root, &rel);
-        let meta = fs_err::symlink_metadata(&path)?;
-        let file_type = meta.file_type();
+        if let Some(target) = self.described.and_then(|d| d.symlinks.get(&rel)) {
+            let target = target.clone();
+            self.str(b"(");
+            self.str(b"type");
+            self.symlink(rel, target);
+            self.str(b")");
+            return Ok(());
+        }
+        let is_described_dir = self
+            .described
+            .is_some_and(|d| d.directories.contains_key(&rel));
+        let meta = if is_described_dir {
+            None
+        } else {
+            Some(fs_err::symlink_metadata(&path)?)
+        };
+        let file_type = meta.as_ref().map(|m| m.file_type());
         self.str(b"(");
         self.str(b"type");
-        if file_type.is_dir() {
+        if is_described_dir || file_type.is_some_and(|t| t.is_dir()) {
             self.str(b"directory");
             self.entries.push(Entry {
                 rel: rel.clone(),
                 kind: EntryKind::Directory,
                 contents_offset: 0,
             });
-            let mut names: Vec<OsString> = fs_err::read_dir(&path)?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<Result<_, _>>()?;
-            names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-            for name in names {
+            for name in self.listing(&path, &rel)? {
                 self.str(b"entry");
                 self.str(b"(");
                 self.str(b"name");
@@ -120,17 +210,10 @@ impl Builder {
                 self.node(rel.join(&name))?;
                 self.str(b")");
             }
-        } else if file_type.is_symlink() {
+        } else if file_type.is_some_and(|t| t.is_symlink()) {
             let target = fs_err::read_link(&path)?.into_os_string();
-            self.str(b"symlink");
-            self.str(b"target");
-            self.str(target.as_bytes());
-            self.entries.push(Entry {
-                rel,
-                kind: EntryKind::Symlink { target },
-                contents_offset: 0,
-            });
-        } else if file_type.is_file() {
+            self.symlink(rel, target);
+        } else if let Some(meta) = meta.as_ref().filter(|m| m.is_file()) {
             self.str(b"regular");
             let executable = meta.mode() & 0o100 != 0;
             if executable {
@@ -165,6 +248,7 @@ impl Builder {
             self.bytes(&[0u8; 8][..padding(size)]);
         } else {
             use std::os::unix::fs::FileTypeExt;
+            let file_type = file_type.expect("only a described directory has no metadata");
             let what = if file_type.is_block_device() {
                 "block device"
             } else if file_type.is_char_device() {
@@ -178,6 +262,17 @@ impl Builder {
         }
         self.str(b")");
         Ok(())
+    }
+
+    fn symlink(&mut self, rel: PathBuf, target: OsString) {
+        self.str(b"symlink");
+        self.str(b"target");
+        self.str(target.as_bytes());
+        self.entries.push(Entry {
+            rel,
+            kind: EntryKind::Symlink { target },
+            contents_offset: 0,
+        });
     }
 }
 
@@ -202,7 +297,17 @@ pub(crate) fn padding(len: u64) -> usize {
 impl NarLayout {
     /// Walks `root` (not following symlinks inside it) into its archive layout.
     pub fn of(root: &Path) -> Result<Self, LayoutError> {
+        Self::build(root, None)
+    }
+
+    /// The layout of a tree written as `described` says (see [`Described`]).
+    pub fn of_described(root: &Path, described: &Described) -> Result<Self, LayoutError> {
+        Self::build(root, Some(described))
+    }
+
+    fn build(root: &Path, described: Option<&Described>) -> Result<Self, LayoutError> {
         let mut builder = Builder {
+            described,
             root: root.to_owned(),
             entries: Vec::new(),
             literals: Vec::new(),
@@ -294,5 +399,50 @@ impl RangeReader<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nar::hash_layout;
+
+    fn tree() -> (tempfile::TempDir, Described) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let mut described = Described::default();
+        std::fs::create_dir(root.join("bin")).expect("mkdir");
+        described.directory(Path::new("bin"));
+        for (rel, target) in [("bin/a", "/x/a"), ("bin/b", "/x/b"), ("share", "/x/share")] {
+            std::os::unix::fs::symlink(target, root.join(rel)).expect("symlink");
+            described.symlink(Path::new(rel), target.into());
+        }
+        std::fs::write(root.join("manifest.json"), "{}").expect("write");
+        described.file(Path::new("manifest.json"));
+        (dir, described)
+    }
+
+    #[test]
+    fn a_described_tree_has_the_layout_of_the_walked_one() {
+        let (dir, described) = tree();
+        let walked = NarLayout::of(dir.path()).expect("walk");
+        let from_description = NarLayout::of_described(dir.path(), &described).expect("described");
+        let hash = |l: &NarLayout| hash_layout(l, None, &|_| {}).expect("hash").hash;
+        assert_eq!(hash(&walked), hash(&from_description));
+        assert_eq!(walked.nar_size(), from_description.nar_size());
+    }
+
+    #[test]
+    fn an_entry_the_description_lacks_or_misses_is_an_error() {
+        let (dir, described) = tree();
+        std::fs::write(dir.path().join("bin/extra"), "x").expect("write");
+        let err = NarLayout::of_described(dir.path(), &described).expect_err("extra entry");
+        assert!(
+            matches!(err, LayoutError::Changed(ref p) if p.ends_with("bin")),
+            "{err}"
+        );
+        std::fs::remove_file(dir.path().join("bin/extra")).expect("rm");
+        std::fs::remove_file(dir.path().join("bin/a")).expect("rm");
+        assert!(NarLayout::of_described(dir.path(), &described).is_err());
     }
 }

@@ -10,7 +10,7 @@ pub mod parse;
 pub mod restore;
 pub mod treehash;
 
-pub use layout::{Entry, EntryKind, NarLayout};
+pub use layout::{Described, Entry, EntryKind, NarLayout};
 pub use parse::{parse_nar, NarError, NarSink, NarStats};
 pub use restore::restore_to_dir;
 pub use treehash::{hash_layout, NarDigest};
