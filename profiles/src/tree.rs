@@ -54,10 +54,17 @@ fn plan(store: &Store, packages: &[Package]) -> Result<BTreeMap<Vec<u8>, Claim>>
         (packages[*a].priority, &packages[*a].name)
             .cmp(&(packages[*b].priority, &packages[*b].name))
     });
+    let entries: Vec<Vec<EntryRecord>> = store.db().reading(|| {
+        packages
+            .iter()
+            .map(|p| entries_of(store, p))
+            .collect::<Result<_>>()
+    })?;
+    let mut entries: Vec<Option<Vec<EntryRecord>>> = entries.into_iter().map(Some).collect();
     let mut claims: BTreeMap<Vec<u8>, Claim> = BTreeMap::new();
     for index in order {
         let package = &packages[index];
-        let entries = entries_of(store, package)?;
+        let entries = entries[index].take().expect("each package is planned once");
         let is_dir = entries
             .first()
             .is_some_and(|e| e.rel.is_empty() && e.kind == EntryRecordKind::Directory);

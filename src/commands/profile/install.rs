@@ -173,10 +173,12 @@ pub fn install(cli: &Cli, texts: &[String], priority: i32) -> anyhow::Result<Exi
     }
     let lock = located.lock(cli)?;
     let (_, base) = generation::current_manifest(&store, &located.profile)?;
-    let mut packages = Vec::new();
-    for path in &paths {
-        packages.push(package_from_store_path(&store, path, priority)?);
-    }
+    let mut packages: Vec<Package> = store.db().reading(|| {
+        paths
+            .iter()
+            .map(|path| package_from_store_path(&store, path, priority))
+            .collect::<anyhow::Result<_>>()
+    })?;
     let (built, fresh) = build_packages(cli, &mut store, &targets, BTreeSet::new())?;
     packages.extend(built);
     let names: BTreeSet<&str> = packages.iter().map(|p| p.name.as_str()).collect();
