@@ -39,56 +39,29 @@ import argparse
 import os
 import platform
 import random
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import time
 
+import benchlib
+from benchlib import cpu_children, die, log, run_timed, setup
+
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 OUT = os.path.join(BENCH, "out")
 LOGS = os.path.join(OUT, "logs")
+
+# The shared helpers log here.
+benchlib.LOGS = LOGS
+benchlib.SETUP_LOG = "build-setup.log"
+
 NIX_COMMON = ["--no-out-link", "--option", "substitute", "false"]
 NIX_SANDBOX = ["--option", "sandbox", "true", "--option", "sandbox-fallback", "false",
                "--option", "sandbox-paths", "/bin/sh=" + os.path.realpath("/bin/busybox")]
 
 
-def log(msg):
-    sys.stderr.write("[%s] %s\n" % (time.strftime("%H:%M:%S"), msg))
-    sys.stderr.flush()
-
-
-def die(msg):
-    log("ERROR: " + msg)
-    sys.exit(1)
-
-
-def run_timed(argv, logname):
-    """Runs argv; returns (wall s, rc, stdout, stderr). Output also goes to the log."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    out, err = p.communicate()
-    t1 = time.perf_counter()
-    # The child is reaped: its CPU time is in RUSAGE_CHILDREN (the caller takes the delta).
-    with open(os.path.join(LOGS, logname), "ab") as fh:
-        fh.write(b"$ " + " ".join(argv).encode() + b"\n" + out + err + b"\n")
-    return t1 - t0, p.returncode, out.decode(errors="replace"), err.decode(errors="replace")
-
-
-def cpu_children():
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def setup(argv, what):
-    """Untimed command; dies with the log tail on failure."""
-    _, rc, out, err = run_timed(argv, "build-setup.log")
-    if rc != 0:
-        sys.stderr.write((out + err)[-3000:])
-        die("setup failed (%s): %s" % (what, " ".join(argv)))
-    return out
 
 
 def nentries(d):

@@ -61,12 +61,14 @@ import os
 import platform
 import random
 import re
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import time
+
+import benchlib
+from benchlib import cpu_children, die, log, run_timed, setup
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
@@ -75,6 +77,11 @@ INPUTS = os.path.join(DATA, "inputs", "profiles")
 TRASH = os.path.join(DATA, "trash")
 OUT = os.path.join(BENCH, "out")
 LOGS = os.path.join(OUT, "logs")
+
+# The shared helpers log here.
+benchlib.LOGS = LOGS
+benchlib.SETUP_LOG = "profiles-setup.log"
+
 NIX_COMMON = ["--option", "substitute", "false"]
 PROFILE = "/noodle/var/profiles/bench"
 INPUT_VERSION = "v1"
@@ -87,44 +94,6 @@ REMOVED = [i for i in range(1, N_PKGS + 1) if i % 100 == 5]          # 10 droppe
 EXTRAS = ["extra%02d" % i for i in range(1, 11)]                     # 10 added
 
 
-def log(msg):
-    sys.stderr.write("[%s] %s\n" % (time.strftime("%H:%M:%S"), msg))
-    sys.stderr.flush()
-
-
-def die(msg):
-    log("ERROR: " + msg)
-    sys.exit(1)
-
-
-def clip(b, n=3000):
-    return b if len(b) <= 2 * n else b[:n] + b"\n[...]\n" + b[-n:]
-
-
-def run_timed(argv, logname, env=None):
-    """Runs argv; returns (wall s, rc, stdout, stderr). Output (clipped) also goes to the log."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
-    out, err = p.communicate()
-    t1 = time.perf_counter()
-    shown = argv if len(argv) < 12 else argv[:10] + ["… (%d more arguments)" % (len(argv) - 10)]
-    with open(os.path.join(LOGS, logname), "ab") as fh:
-        fh.write(b"$ " + " ".join(shown).encode() + b"\n" + clip(out) + clip(err) + b"\n")
-    return t1 - t0, p.returncode, out.decode(errors="replace"), err.decode(errors="replace")
-
-
-def cpu_children():
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def setup(argv, what, env=None):
-    """Untimed command; dies with the log tail on failure; returns stdout."""
-    _, rc, out, err = run_timed(argv, "profiles-setup.log", env)
-    if rc != 0:
-        sys.stderr.write((out + err)[-3000:])
-        die("setup failed (%s): %s" % (what, " ".join(argv[:8])))
-    return out
 
 
 # ---------------------------------------------------------------------- page cache
