@@ -40,7 +40,9 @@ pub struct Package {
     pub activation: Option<String>,
 }
 
-/// A health check a package declares (its recipe's `[[health]]`), run by activation.
+/// A health check a package declares (its recipe's `[[health]]`), run by activation. The same
+/// fields as the builder's `recipe::HealthCheck`: profiles do not depend on the builder, and
+/// the CLI converts one into the other through serde, which fails loudly should they drift.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
