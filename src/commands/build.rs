@@ -24,7 +24,7 @@ const CHANNEL_KEY: &str = "channel";
 
 /// The channel: --channel / NOODLE_CHANNEL, else the one a path target lives in, else the
 /// store's configured one, else the current directory.
-pub(super) fn channel(cli: &Cli, store: &Store, targets: &[Target]) -> anyhow::Result<Channel> {
+fn channel(cli: &Cli, store: &Store, targets: &[Target]) -> anyhow::Result<Channel> {
     if let Some(dir) = &cli.channel {
         return Ok(Channel::open(dir)?);
     }
