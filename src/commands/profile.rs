@@ -193,8 +193,8 @@ fn commit(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Printed when a profile gets its first generation and its bin/ is not on PATH yet; and, for
-/// a store whose files live under another root, that its programs cannot run from here.
+/// Printed when a profile gets its first generation and its bin/ is not on PATH yet; for a
+/// store whose files live under another root, that its programs cannot run from here instead.
 fn path_hint(cli: &Cli, store: &Store, profile: &Profile) {
     let logical = store.store_dir().as_str();
     if store.dirs().root != Path::new("/") && !Path::new(logical).is_dir() {
@@ -205,6 +205,7 @@ fn path_hint(cli: &Cli, store: &Store, profile: &Profile) {
                 store.dirs().root.display()
             ),
         );
+        return;
     }
     let bin = profile.link().join("bin");
     let on_path =
