@@ -53,3 +53,13 @@ def setup(argv, what, env=None):
         sys.stderr.write((out + err)[-3000:])
         die("setup failed (%s): %s" % (what, " ".join(argv[:8])))
     return out
+
+
+def write_results(lines, notes, out_dir, filename):
+    """Ends a report (`Notes:` when there are any), writes it to out_dir/filename and stdout."""
+    if notes:
+        lines = lines + ["", "Notes: " + " ".join(notes)]
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(out_dir, filename), "w") as fh:
+        fh.write(text)
+    sys.stdout.write(text)

@@ -46,7 +46,7 @@ import sys
 import time
 
 import benchlib
-from benchlib import cpu_children, die, log, run_timed, setup
+from benchlib import cpu_children, die, log, run_timed, setup, write_results
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
@@ -331,12 +331,7 @@ class Bench:
                      % self.meta["nix_sandbox_probe"])
             L.append("")
         L.append("Nix options: `%s`; sandboxed variants add `%s`." % (" ".join(NIX_COMMON), " ".join(NIX_SANDBOX)))
-        if self.notes:
-            L += ["", "Notes: " + " ".join(self.notes)]
-        text = "\n".join(L) + "\n"
-        with open(os.path.join(OUT, "build-results.md"), "w") as fh:
-            fh.write(text)
-        sys.stdout.write(text)
+        write_results(L, self.notes, OUT, "build-results.md")
 
     # ------------------------------------------------------------------ cleanup
 

@@ -68,7 +68,7 @@ import sys
 import time
 
 import benchlib
-from benchlib import cpu_children, die, log, run_timed, setup
+from benchlib import cpu_children, die, log, run_timed, setup, write_results
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
@@ -726,12 +726,7 @@ class Bench:
         L.append("")
         L.append("Nix options: `%s`; nix-nosandbox adds `--option sandbox false` and runs in a store at "
                  "its own store dir (NIX_STORE_DIR, NIX_STATE_DIR, NIX_LOG_DIR)." % " ".join(NIX_COMMON))
-        if self.notes:
-            L += ["", "Notes: " + " ".join(self.notes)]
-        text = "\n".join(L) + "\n"
-        with open(os.path.join(OUT, "profiles-results.md"), "w") as fh:
-            fh.write(text)
-        sys.stdout.write(text)
+        write_results(L, self.notes, OUT, "profiles-results.md")
 
     # ------------------------------------------------------------------ main
 

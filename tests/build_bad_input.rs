@@ -291,35 +291,39 @@ fn assert_mentions(err: &str, needles: &[&str], ctx: &str) {
     }
 }
 
+/// Writes `toml` as `pkgs/bad/1.0.0.toml`, builds `bad`, which must be refused with nothing
+/// changed, and checks the message mentions each of `needles` (`{file}` stands for the
+/// recipe's path).
+fn bad_recipe(noodle: &Noodle, channel: &Channel, toml: &str, needles: &[&str], ctx: &str) {
+    let file = channel.file("pkgs/bad/1.0.0.toml", toml);
+    let err = refused(noodle, channel, &["bad"], true, ctx);
+    let needles: Vec<String> = needles
+        .iter()
+        .map(|n| n.replace("{file}", &file.display().to_string()))
+        .collect();
+    let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
+    assert_mentions(&err, &needles, ctx);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Recipes.
 
 #[test]
 fn malformed_toml_names_file_line_and_column() {
     let (noodle, channel) = setup();
-    let file = channel.file(
-        "pkgs/bad/1.0.0.toml",
+    bad_recipe(
+        &noodle,
+        &channel,
         "name = \"bad\"\nversion = \"1.0.0\"\n\n[build\nscript = \"true\"\n",
-    );
-    let err = refused(&noodle, &channel, &["bad"], true, "malformed");
-    assert_mentions(
-        &err,
-        &[&format!("{}:4:7:", file.display()), "table header"],
+        &["{file}:4:7:", "table header"],
         "malformed",
     );
-
     // A well-formed file with a value of the wrong type: the key is named too.
-    channel.file(
-        "pkgs/bad/1.0.0.toml",
+    bad_recipe(
+        &noodle,
+        &channel,
         "name = \"bad\"\nversion = \"1.0.0\"\n\n[build]\nscript = \"true\"\ntimeout = \"ten\"\n",
-    );
-    let err = refused(&noodle, &channel, &["bad"], true, "wrong type");
-    assert_mentions(
-        &err,
-        &[
-            &format!("{}:6:11: key `build.timeout`", file.display()),
-            "\"ten\"",
-        ],
+        &["{file}:6:11: key `build.timeout`", "\"ten\""],
         "wrong type",
     );
 }
@@ -327,42 +331,25 @@ fn malformed_toml_names_file_line_and_column() {
 #[test]
 fn missing_version_or_build_is_named() {
     let (noodle, channel) = setup();
-    let file = channel.file(
-        "pkgs/bad/1.0.0.toml",
+    bad_recipe(
+        &noodle,
+        &channel,
         "name = \"bad\"\n\n[build]\nscript = \"true\"\n",
-    );
-    let err = refused(&noodle, &channel, &["bad"], true, "no version");
-    assert_mentions(
-        &err,
-        &[
-            &format!("{}:1:1", file.display()),
-            "missing field `version`",
-        ],
+        &["{file}:1:1", "missing field `version`"],
         "no version",
     );
-
-    channel.file(
-        "pkgs/bad/1.0.0.toml",
+    bad_recipe(
+        &noodle,
+        &channel,
         "name = \"bad\"\nversion = \"1.0.0\"\n\n[dependencies]\nbusybox = \"^1.35\"\n",
-    );
-    let err = refused(&noodle, &channel, &["bad"], true, "no build");
-    assert_mentions(
-        &err,
-        &[&format!("{}:1:1", file.display()), "missing field `build`"],
+        &["{file}:1:1", "missing field `build`"],
         "no build",
     );
-
-    channel.file(
-        "pkgs/bad/1.0.0.toml",
+    bad_recipe(
+        &noodle,
+        &channel,
         "name = \"bad\"\nversion = \"1.0.0\"\n\n[build]\ntimeout = 3\n",
-    );
-    let err = refused(&noodle, &channel, &["bad"], true, "no script");
-    assert_mentions(
-        &err,
-        &[
-            &format!("{}:4:1: key `build`", file.display()),
-            "missing field `script`",
-        ],
+        &["{file}:4:1: key `build`", "missing field `script`"],
         "no script",
     );
 }
