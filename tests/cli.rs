@@ -396,9 +396,7 @@ fn contents_offset(noodle: &Noodle, dir: &Path, marker: &[u8]) -> usize {
 #[test]
 fn references_far_into_a_big_file() {
     let noodle = Noodle::new();
-    let dep_tree = noodle.scratch("dep");
-    make_tree(&dep_tree, "dep");
-    let dep = noodle.add(&dep_tree);
+    let dep = noodle.add_new_tree("dep");
     // 1.5 MiB of filler with the full path 1.3 MiB in, inside a block, not at its edge.
     let mut data = vec![b'_'; 3 * 512 * 1024];
     let at = 1_300_000;
@@ -700,15 +698,11 @@ fn gc_deletes_unrooted_paths() {
 #[test]
 fn gc_keeps_gc_root_and_its_closure() {
     let noodle = Noodle::new();
-    let a_tree = noodle.scratch("a");
-    make_tree(&a_tree, "a");
-    let a = noodle.add(&a_tree);
+    let a = noodle.add_new_tree("a");
     let b_dir = noodle.scratch("b");
     write(&b_dir.join("data"), a.as_bytes());
     let b = noodle.add_with(&b_dir, &["--scan-references", "--gc-root", "myroot"]);
-    let c_tree = noodle.scratch("c");
-    make_tree(&c_tree, "c");
-    let c = noodle.add(&c_tree);
+    let c = noodle.add_new_tree("c");
 
     let link = noodle.root().join("noodle/var/gcroots/myroot");
     assert_eq!(
@@ -756,9 +750,7 @@ fn gc_keeps_profile_roots() {
     let user = profiles.join("per-user/alice");
     std::fs::create_dir_all(&user).expect("mkdir");
     std::os::unix::fs::symlink(&kept[2], user.join("profile")).expect("symlink");
-    let doomed_tree = noodle.scratch("doomed");
-    make_tree(&doomed_tree, "doomed");
-    let doomed = noodle.add(&doomed_tree);
+    let doomed = noodle.add_new_tree("doomed");
 
     let out = noodle.ok(&["store", "gc"]);
     assert_eq!(lines(&out), set_of(&[&doomed]));
@@ -776,9 +768,7 @@ fn gc_keeps_profile_roots() {
 #[test]
 fn gc_dry_run_changes_nothing() {
     let noodle = Noodle::new();
-    let a_tree = noodle.scratch("a");
-    make_tree(&a_tree, "a");
-    let a = noodle.add(&a_tree);
+    let a = noodle.add_new_tree("a");
     let junk = noodle
         .physical_store()
         .join("0123456789abcdfghijklmnpqrsvwxyz-junk");
@@ -804,9 +794,7 @@ fn gc_dry_run_changes_nothing() {
 fn gc_max_freed_stops_early_and_keeps_closure() {
     let noodle = Noodle::new();
     // a <- b <- c, a <- e, d alone: every step of a partial collection must keep closure.
-    let a_tree = noodle.scratch("a");
-    make_tree(&a_tree, "a");
-    let a = noodle.add(&a_tree);
+    let a = noodle.add_new_tree("a");
     let b = add_referrer(&noodle, "b", a.as_bytes());
     let c = add_referrer(&noodle, "c", b.as_bytes());
     let e = add_referrer(&noodle, "e", format!("{a} and again {a}").as_bytes());

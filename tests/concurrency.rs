@@ -486,9 +486,7 @@ fn trash_of_a_running_collection_or_deletion_is_not_stale() {
 
 fn trash_is_not_stale(args: &[&str], point: &str) {
     let noodle = Noodle::new();
-    let tree = noodle.scratch("doomed");
-    make_tree(&tree, "doomed");
-    let doomed = noodle.add(&tree);
+    let doomed = noodle.add_new_tree("doomed");
     let mut args = args.to_vec();
     if args[1] == "delete" {
         args.push(&doomed);

@@ -107,6 +107,13 @@ impl Noodle {
         )
     }
 
+    /// Makes a fresh tree seeded by `name` (`make_tree`) in scratch space and adds it.
+    pub fn add_new_tree(&self, name: &str) -> String {
+        let tree = self.scratch(name);
+        make_tree(&tree, name);
+        self.add(&tree)
+    }
+
     /// Adds a tree and returns its store path.
     pub fn add(&self, tree: &Path) -> String {
         self.ok(&["store", "add", tree.to_str().expect("utf-8 path")])
