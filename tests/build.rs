@@ -6,12 +6,10 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Output;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use common::channel::Channel;
 use common::{stderr_of, stdout_of, Noodle};
@@ -682,39 +680,9 @@ fn a_wrong_recipe_pin_names_both_hashes_and_the_recipe() {
 // ---------------------------------------------------------------------------------------------
 // 6. HTTP sources are fetched once.
 
-/// A minimal HTTP/1.0 server on loopback serving `body` at any path; returns its port and the
-/// number of requests answered so far.
-fn serve(body: &'static [u8]) -> (u16, Arc<AtomicUsize>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let count = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&count);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut request = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => request.extend_from_slice(&buf[..n]),
-                }
-            }
-            counter.fetch_add(1, Ordering::SeqCst);
-            let head = format!(
-                "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(body);
-        }
-    });
-    (port, count)
-}
-
 #[test]
 fn an_http_source_is_fetched_once_and_kept() {
-    let (port, requests) = serve(b"payload over http\n");
+    let (port, requests) = common::serve_http("200 OK", b"payload over http\n");
     let noodle = Noodle::new();
     let channel = Channel::new(&noodle);
     let extra = format!("\n[sources.payload]\nurl = \"http://127.0.0.1:{port}/payload.txt\"\n");

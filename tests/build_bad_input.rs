@@ -17,7 +17,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use common::channel::Channel;
@@ -546,34 +545,10 @@ fn http_source_with_nothing_listening_fails() {
     );
 }
 
-/// Serves 404 to every request on a loopback port, from a thread that lives as long as the
-/// test process; returns the port.
-fn serve_404() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut request = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => request.extend_from_slice(&buf[..n]),
-                }
-            }
-            let _ = stream.write_all(
-                b"HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\nConnection: close\r\n\r\nnot found\n",
-            );
-        }
-    });
-    port
-}
-
 #[test]
 fn http_source_returning_404_is_missing() {
     let (noodle, channel) = setup();
-    let port = serve_404();
+    let (port, _) = common::serve_http("404 Not Found", b"not found\n");
     let url = format!("http://127.0.0.1:{port}/data.txt");
     let recipe = source_recipe(&channel, &format!("url = \"{url}\""), None);
     let err = refused(&noodle, &channel, &["src"], true, "404, unpinned");

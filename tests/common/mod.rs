@@ -555,3 +555,38 @@ pub fn assert_aborted_at(out: &Output, point: &str, ctx: &str) {
         "{ctx}: {stderr}"
     );
 }
+
+/// A minimal HTTP/1.0 server on loopback answering every request with `status` (`200 OK`,
+/// `404 Not Found`) and `body`; returns its port and the number of requests answered so far.
+pub fn serve_http(
+    status: &'static str,
+    body: &'static [u8],
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&count);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            counter.fetch_add(1, Ordering::SeqCst);
+            let head = format!(
+                "HTTP/1.0 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body);
+        }
+    });
+    (port, count)
+}
