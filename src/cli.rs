@@ -1,8 +1,10 @@
 //! The command-line grammar.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use noodle_activate::options::{parse_duration, Strategy};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -13,6 +15,11 @@ Exit codes:
   4  the store database stayed locked by another process (see NOODLE_DB_TIMEOUT)
   5  refused: the path is still referenced, rooted or in use; or deleting the current generation
   6  `build --check` found that a rebuild differs (not reproducible)
+  7  activation reverted: a validation gate, an activation script or a required health check
+     failed, and the previous generation is active (and healthy) again
+  8  activation FAILED: it was reverted, and the previous generation is not healthy either
+  9  another activation of the profile is in flight (with --no-wait)
+ 10  `noodle health`: a required health check is red
 
 Environment:
   NOODLE_ROOT        physical root of the store (as --root)
@@ -20,13 +27,15 @@ Environment:
   NOODLE_DB_TIMEOUT  seconds to wait for a database locked by another process (default 60)
   NOODLE_CHANNEL     the channel (a directory holding pkgs/) to build from (as --channel)
   NOODLE_PROFILE     the profile to work on (as --profile)
+  NOODLE_WINDOW      default health window of activations (as --window), e.g. 30s or 5m
   NOODLE_FAILPOINT   crash testing: abort at a named failure point, e.g. add:after-rename
 
 Files (under the root R):
   R/noodle/store/<hash>-<name>    read-only store paths
   R/noodle/var/db/store.sqlite    the database
   R/noodle/var/gcroots/           symlinks that keep paths alive (as do var/profiles/)
-  R/noodle/var/log/               build logs (zstd), shown by `noodle log`
+  R/noodle/var/log/               build logs (zstd), shown by `noodle log`; activations/<id>.log
+                                  holds what a detached activation printed on stderr
   R/noodle/var/profiles/system    the system profile -> system-<N>-link -> its generation
   R/noodle/var/profiles/per-user/<user>/profile   a user's profile in a shared store
   ~/.local/state/noodle/profile   a user's profile in their own store (~/.local/share/noodle)
@@ -136,11 +145,15 @@ pub enum Command {
         /// Wins a file both it and another package provide when lower (Nix's meaning).
         #[arg(long, default_value_t = noodle_profiles::manifest::DEFAULT_PRIORITY, value_name = "N", allow_negative_numbers = true)]
         priority: i32,
+        #[command(flatten)]
+        activation: ActivationArgs,
     },
     /// Remove packages from the profile: a new generation without them, switched to.
     Remove {
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
+        #[command(flatten)]
+        activation: ActivationArgs,
     },
     /// Move installed packages to the highest versions their requirements allow.
     ///
@@ -151,15 +164,105 @@ pub enum Command {
         /// NAME, each optionally followed by a requirement.
         #[arg(value_name = "NAME [REQUIREMENT]")]
         args: Vec<String>,
+        #[command(flatten)]
+        activation: ActivationArgs,
     },
     /// List what the profile's current generation holds: name, version, store path.
     List,
+    /// Activate a generation, health-gated; or recover, abort or commit an activation.
+    ///
+    /// An activation is journalled step by step: BUILT → VALIDATED (closure complete and
+    /// intact, check commands present, `pre` checks green) → STAGED → ACTIVE (the profile
+    /// switched, the activation scripts of new or changed packages run) → COMMITTED once every
+    /// required health check stayed green for the whole window. A failing gate, script or
+    /// required check instead switches back to the previous generation, re-runs its activation
+    /// and checks it: REVERTED (exit 7), or FAILED (exit 8) when that one is not healthy either.
+    /// A wanted check that is red is only a warning. `install`, `remove`, `update`, `profile
+    /// switch` and `profile rollback` activate the same way and take the same options.
+    Activate(ActivateArgs),
+    /// The profile's current generation, its default, and its last activation with its checks.
+    Status {
+        /// Keep showing the activation in flight until it ends.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Every activation of the profile: when, from, to, strategy, outcome, why, how long.
+    History {
+        /// Counts and rates of commits, reversions and failures, and median durations.
+        #[arg(long)]
+        stats: bool,
+    },
+    /// Run the current generation's health checks now (once each, with their retries).
+    Health,
     /// Work with the profile's generations: list, switch, roll back, compare, delete.
     #[command(subcommand)]
     Profile(ProfileCommand),
     /// Work with the store itself: add, inspect, verify, collect garbage.
     #[command(subcommand)]
     Store(StoreCommand),
+}
+
+/// How to activate: shared by every command that switches a profile.
+#[derive(Debug, Clone, Args)]
+pub struct ActivationArgs {
+    /// `switch`: active now and the default; `test`: active now, but the previous generation
+    /// stays the default until `noodle activate --commit` (`--recover`, as at boot, returns to
+    /// it); `boot`: the default from the next boot (or `noodle activate --recover`) on,
+    /// nothing changes now; `dry-activate`: print what would change, change nothing.
+    #[arg(long, default_value = "switch", value_parser = parse_strategy, value_name = "STRATEGY")]
+    pub strategy: Strategy,
+    /// How long the health checks must stay green after the switch (`0` runs each once;
+    /// e.g. `5m` for a server) [default: 3s].
+    #[arg(long, env = "NOODLE_WINDOW", value_parser = parse_duration, value_name = "DURATION")]
+    pub window: Option<Duration>,
+    /// Kill an activation script that runs longer than this [default: 2m].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub script_timeout: Option<Duration>,
+    /// Re-hash every file of the generation's closure before switching (default: sizes and
+    /// metadata only).
+    #[arg(long)]
+    pub verify_contents: bool,
+    /// Run the activation in its own session, so it completes or reverts even if this terminal
+    /// or SSH connection dies; this command follows it (`noodle status` does too) [default
+    /// when stdin is not a terminal].
+    #[arg(long, conflicts_with = "no_detach")]
+    pub detach: bool,
+    /// Run the activation inside this process even when stdin is not a terminal.
+    #[arg(long)]
+    pub no_detach: bool,
+    /// Fail (exit 9) instead of waiting when another activation of the profile is in flight.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Append one JSON line per event (state change, check or script run) to FILE (`-`:
+    /// stdout), for monitoring.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+}
+
+fn parse_strategy(text: &str) -> Result<Strategy, String> {
+    text.parse()
+}
+
+#[derive(Debug, Args)]
+#[group(id = "action", multiple = false)]
+pub struct ActivateArgs {
+    /// A generation number, or the store path of a generation (added to the profile as a new
+    /// generation when none names it).
+    #[arg(value_name = "GEN|PATH", group = "action")]
+    pub target: Option<String>,
+    /// Only finish or undo an interrupted activation (run this at boot): anything not
+    /// COMMITTED is reverted, a generation under test returns to the default, and a
+    /// `--strategy boot` generation becomes active.
+    #[arg(long, group = "action")]
+    pub recover: bool,
+    /// Emergency stop: undo the activation in flight (or the generation under test) now.
+    #[arg(long, group = "action")]
+    pub abort: bool,
+    /// Keep the generation under test (`--strategy test`): it becomes the default.
+    #[arg(long, group = "action")]
+    pub commit: bool,
+    #[command(flatten)]
+    pub activation: ActivationArgs,
 }
 
 #[derive(Debug, Args)]
@@ -195,10 +298,17 @@ pub struct BuildArgs {
 pub enum ProfileCommand {
     /// List the generations: number, date, what changed, and which is current.
     Generations,
-    /// Make generation N the current one (one atomic rename of the profile link).
-    Switch { number: u64 },
-    /// Switch to the generation before the current one.
-    Rollback,
+    /// Activate generation N (see `noodle activate`).
+    Switch {
+        number: u64,
+        #[command(flatten)]
+        activation: ActivationArgs,
+    },
+    /// Activate the generation before the current one (see `noodle activate`).
+    Rollback {
+        #[command(flatten)]
+        activation: ActivationArgs,
+    },
     /// What differs between two generations: packages added, removed, upgraded, downgraded
     /// or rebuilt, and the closure size [default: the previous and the current generation;
     /// with one number, that one and the current].

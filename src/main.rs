@@ -15,6 +15,15 @@ fn main() -> ExitCode {
     {
         noodle_builder::sandbox::helper_main()
     }
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(commands::activation::WORKER_ARG))
+    {
+        let args: Vec<String> = std::env::args_os()
+            .skip(2)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        return commands::activation::worker_main(&args);
+    }
     let cli = cli::Cli::parse();
     match commands::run(&cli) {
         Ok(code) => code,

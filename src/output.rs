@@ -14,12 +14,21 @@ pub const EXIT_PROBLEMS: u8 = 3;
 pub const EXIT_BUSY: u8 = 4;
 pub const EXIT_REFUSED: u8 = 5;
 pub const EXIT_NOT_REPRODUCIBLE: u8 = 6;
+pub const EXIT_REVERTED: u8 = 7;
+pub const EXIT_FAILED: u8 = 8;
+pub const EXIT_IN_FLIGHT: u8 = 9;
+pub const EXIT_RED: u8 = 10;
 
 pub fn exit_code_of(error: &anyhow::Error) -> ExitCode {
     use noodle_activate::ActivateError;
     use noodle_profiles::ProfileError;
-    let profile_error = match error.downcast_ref::<ActivateError>() {
+    let activate_error = error.downcast_ref::<ActivateError>();
+    let profile_error = match activate_error {
+        Some(ActivateError::Busy { .. }) => return ExitCode::from(EXIT_IN_FLIGHT),
+        Some(e) if e.is_refusal() => return ExitCode::from(EXIT_REFUSED),
         Some(ActivateError::Profile(e)) => Some(e),
+        Some(ActivateError::Store(e)) => return store_exit_code(Some(e)),
+        Some(_) => None,
         None => error.downcast_ref::<ProfileError>(),
     };
     let store_error = match profile_error {
@@ -27,7 +36,11 @@ pub fn exit_code_of(error: &anyhow::Error) -> ExitCode {
         Some(ProfileError::Store(e)) => Some(e),
         _ => error.downcast_ref::<StoreError>(),
     };
-    match store_error {
+    store_exit_code(store_error)
+}
+
+fn store_exit_code(error: Option<&StoreError>) -> ExitCode {
+    match error {
         Some(StoreError::DbBusy { .. }) => ExitCode::from(EXIT_BUSY),
         Some(StoreError::InUse { .. }) => ExitCode::from(EXIT_REFUSED),
         _ => ExitCode::FAILURE,

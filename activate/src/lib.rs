@@ -1,43 +1,23 @@
-//! Activation (DESIGN.md §8): making a generation the one a profile runs.
+//! Activation (DESIGN.md §8): making a generation the one a profile runs, gated by its health.
 //!
-//! For now [`activate`] only switches the profile link, after checking the generation is
-//! complete. Health checks, activation scripts, the journal and reversion go inside it later;
-//! `install`, `update`, `remove`, `switch` and `rollback` all come through here, so none of
-//! them will need to change.
+//! An activation is a journalled state machine ([`journal`], [`machine`]): the generation is
+//! validated, staged, switched to, its activation scripts run ([`plan`], [`exec`]) and its
+//! health checks must stay green for a window ([`window`]); anything else switches back to the
+//! previous generation and checks that one. `install`, `update`, `remove`, `profile switch`,
+//! `rollback` and `activate` all come through [`machine::Session`].
 
-use noodle_profiles::{generation, Profile, ProfileError, ProfileLock};
-use noodle_store::Store;
-use serde::Serialize;
+pub mod error;
+pub mod event;
+pub mod exec;
+pub mod interrupt;
+pub mod journal;
+pub mod machine;
+pub mod options;
+pub mod plan;
+pub mod window;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ActivateError {
-    #[error(transparent)]
-    Profile(#[from] ProfileError),
-}
-
-/// What an activation did.
-#[derive(Debug, Clone, Serialize)]
-pub struct Activated {
-    pub from: Option<u64>,
-    pub to: u64,
-    pub path: String,
-}
-
-/// Makes generation `number` the profile's current one. The caller holds the profile's lock.
-pub fn activate(
-    store: &Store,
-    profile: &Profile,
-    _lock: &ProfileLock,
-    number: u64,
-) -> Result<Activated, ActivateError> {
-    let from = profile.current()?;
-    let (generation, _manifest) = generation::open(store, profile, number)?;
-    if from != Some(number) {
-        profile.point_at(number)?;
-    }
-    Ok(Activated {
-        from,
-        to: number,
-        path: generation.path,
-    })
-}
+pub use error::{ActivateError, Result};
+pub use event::{Event, Observer};
+pub use journal::{Activation, State};
+pub use machine::{Outcome, Session};
+pub use options::{Options, Strategy};

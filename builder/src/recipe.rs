@@ -122,6 +122,26 @@ pub struct HealthCheck {
     pub interval: u64,
     /// false = "wanted": a failure is reported but does not fail activation.
     pub required: bool,
+    /// `pre`: run before the profile switches, and may veto it. Left out when `post` so
+    /// plans (and their hashes) of recipes without one stay as they were.
+    #[serde(default, skip_serializing_if = "CheckTime::is_post")]
+    pub when: CheckTime,
+}
+
+/// When a health check runs: before the switch (`pre`, a veto) or after it (`post`, the
+/// health window).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckTime {
+    Pre,
+    #[default]
+    Post,
+}
+
+impl CheckTime {
+    pub fn is_post(&self) -> bool {
+        *self == CheckTime::Post
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,6 +294,7 @@ struct RawHealth {
     retries: Option<u32>,
     interval: Option<Spanned<u64>>,
     required: Option<bool>,
+    when: Option<CheckTime>,
 }
 
 #[derive(Deserialize)]
@@ -631,6 +652,7 @@ fn validate_health(cx: &Ctx<'_>, raw: Vec<RawHealth>) -> Result<Vec<HealthCheck>
             retries: check.retries.unwrap_or(0),
             interval: check.interval.map(Spanned::into_inner).unwrap_or(1),
             required: check.required.unwrap_or(true),
+            when: check.when.unwrap_or_default(),
         });
     }
     Ok(checks)

@@ -107,25 +107,47 @@ pub fn create(
         }
     };
     failpoint::hit("profile:after-generation-path");
-    let number = profile.numbers()?.last().map_or(1, |n| n + 1);
     let summary = base.changes_to(manifest).summary();
-    records::record(
-        store,
-        profile.link(),
-        number,
-        &Record {
-            path: added.path.clone(),
-            created_at: records::now(),
-            summary: summary.clone(),
-        },
-    )?;
-    profile.add_generation_link(number, &added.path)?;
-    failpoint::hit("profile:after-generation-link");
+    let number = link_new(store, profile, &added.path, &summary)?;
     Ok(Some(Created {
         number,
         path: added.path,
         summary,
     }))
+}
+
+/// Records and links `path` as the profile's next generation.
+fn link_new(store: &mut Store, profile: &Profile, path: &str, summary: &str) -> Result<u64> {
+    let number = profile.numbers()?.last().map_or(1, |n| n + 1);
+    records::record(
+        store,
+        profile.link(),
+        number,
+        &Record {
+            path: path.to_owned(),
+            created_at: records::now(),
+            summary: summary.to_owned(),
+        },
+    )?;
+    profile.add_generation_link(number, path)?;
+    failpoint::hit("profile:after-generation-link");
+    Ok(number)
+}
+
+/// The generation of `profile` whose store path is `path`; a valid generation store path that
+/// no generation names yet (one from another profile, or copied from another machine) is
+/// linked as a new generation, as `nix-env --set` does.
+pub fn adopt(store: &mut Store, profile: &Profile, _lock: &ProfileLock, path: &str) -> Result<u64> {
+    for number in profile.numbers()?.into_iter().rev() {
+        if profile.generation(number)?.path == path {
+            return Ok(number);
+        }
+    }
+    let parsed = store.valid_path(path)?;
+    let manifest = Manifest::read(&store.physical(&parsed), path)?;
+    let (_, base) = current_manifest(store, profile)?;
+    let summary = base.changes_to(&manifest).summary();
+    link_new(store, profile, path, &summary)
 }
 
 /// Every generation with its store path, date and summary. Where a generation has a record,

@@ -17,5 +17,5 @@ pub mod select;
 pub mod tree;
 
 pub use error::{ProfileError, Result};
-pub use manifest::{HealthCheck, Manifest, Package};
+pub use manifest::{CheckTime, HealthCheck, Manifest, Package};
 pub use profile::{GenerationLink, Profile, ProfileLock};

@@ -52,6 +52,23 @@ pub struct HealthCheck {
     pub retries: u32,
     pub interval: u64,
     pub required: bool,
+    /// `pre`: run before the switch, a veto; `post` (the default): in the health window.
+    #[serde(default, skip_serializing_if = "CheckTime::is_post")]
+    pub when: CheckTime,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckTime {
+    Pre,
+    #[default]
+    Post,
+}
+
+impl CheckTime {
+    pub fn is_post(&self) -> bool {
+        *self == CheckTime::Post
+    }
 }
 
 /// How many changes a summary names before it counts the rest.

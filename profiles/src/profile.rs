@@ -30,6 +30,13 @@ pub struct ProfileLock {
     _lock: FileLock,
 }
 
+impl ProfileLock {
+    /// The locked descriptor, for a child process to inherit (see [`Profile::adopt_lock`]).
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self._lock.as_fd()
+    }
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
@@ -83,10 +90,31 @@ impl Profile {
     /// when another process holds it. Leftover temporary links of a crashed writer go.
     pub fn lock(&self, on_wait: impl FnOnce()) -> Result<ProfileLock> {
         fs_err::create_dir_all(&self.dir)?;
-        let lock =
-            FileLock::exclusive_noting(&self.dir.join(format!(".{}.lock", self.name)), on_wait)?;
+        let lock = FileLock::exclusive_noting(&self.lock_file(), on_wait)?;
         self.remove_leftover_temporaries()?;
         Ok(ProfileLock { _lock: lock })
+    }
+
+    /// Takes the profile's lock if no other process holds it (`--no-wait`).
+    pub fn try_lock(&self) -> Result<Option<ProfileLock>> {
+        fs_err::create_dir_all(&self.dir)?;
+        let Some(lock) = FileLock::try_exclusive(&self.lock_file())? else {
+            return Ok(None);
+        };
+        self.remove_leftover_temporaries()?;
+        Ok(Some(ProfileLock { _lock: lock }))
+    }
+
+    /// Takes over the lock a parent process holds and handed down as `fd` (a detached
+    /// activation worker keeps the profile locked after the command that started it is gone).
+    pub fn adopt_lock(&self, fd: std::os::fd::OwnedFd) -> Result<ProfileLock> {
+        Ok(ProfileLock {
+            _lock: FileLock::adopt(fd, &self.lock_file())?,
+        })
+    }
+
+    fn lock_file(&self) -> PathBuf {
+        self.dir.join(format!(".{}.lock", self.name))
     }
 
     /// `sync::replace_symlink` names its temporary `.<link name>.tmp-<pid>`; one that survived
@@ -209,6 +237,18 @@ impl Profile {
         failpoint::hit("profile:before-switch");
         sync::replace_symlink(Path::new(&self.generation_link_name(number)), &self.link)?;
         failpoint::hit("profile:after-switch");
+        Ok(())
+    }
+
+    /// Leaves the profile pointing at no generation, as before its first switch: what
+    /// reverting a profile's first activation returns to.
+    pub fn point_at_nothing(&self) -> Result<()> {
+        match std::fs::remove_file(&self.link) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(_) => fs_err::remove_file(&self.link)?,
+        }
+        sync::fsync_dir(&self.dir)?;
         Ok(())
     }
 

@@ -21,7 +21,7 @@ pub struct Record {
 /// Records are keyed by the profile's path as the store sees it: inside the root, the logical
 /// path (`/noodle/var/profiles/system`), so a root copied or moved elsewhere keeps them;
 /// outside it (a user's `~/.local/state/noodle/profile`), the path itself.
-fn key(store: &Store, profile: &Path) -> String {
+pub fn key(store: &Store, profile: &Path) -> String {
     match profile.strip_prefix(&store.dirs().root) {
         Ok(rel) => Path::new("/").join(rel).to_string_lossy().into_owned(),
         Err(_) => profile.to_string_lossy().into_owned(),

@@ -1,5 +1,6 @@
 //! One function per command: open the store, call the library, print.
 
+pub mod activation;
 mod build;
 mod profile;
 mod store;
@@ -46,10 +47,18 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         } => build::lock(cli, targets, update, *locked),
         Command::Log { path } => build::log(cli, path),
         Command::Channel { dir } => build::channel_command(cli, dir.as_ref()),
-        Command::Install { targets, priority } => profile::install(cli, targets, *priority),
-        Command::Remove { names } => profile::remove(cli, names),
-        Command::Update { args } => profile::update(cli, args),
+        Command::Install {
+            targets,
+            priority,
+            activation,
+        } => profile::install(cli, targets, *priority, activation),
+        Command::Remove { names, activation } => profile::remove(cli, names, activation),
+        Command::Update { args, activation } => profile::update(cli, args, activation),
         Command::List => profile::list(cli),
+        Command::Activate(args) => activation::command(cli, args),
+        Command::Status { follow } => activation::status(cli, *follow),
+        Command::History { stats } => activation::history(cli, *stats),
+        Command::Health => activation::health(cli),
         Command::Profile(command) => profile::run(cli, command),
     }
 }

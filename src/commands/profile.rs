@@ -9,21 +9,22 @@ use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use noodle_activate::{activate, Activated};
+use noodle_activate::Strategy;
 use noodle_profiles::generation::{self, GenerationInfo};
 use noodle_profiles::select::Selection;
 use noodle_profiles::{diff, Manifest, Profile, ProfileError, ProfileLock};
 use noodle_store::{sync, Store};
 
-use crate::cli::{Cli, ProfileCommand};
+use crate::cli::{ActivationArgs, Cli, ProfileCommand};
+use crate::commands::activation;
 use crate::commands::open;
 use crate::output::{self, human_size, note, utc_time};
 
 pub use install::{install, remove, update};
 
 /// The profile a command works on, and whether it lives outside the store's root.
-struct Located {
-    profile: Profile,
+pub struct Located {
+    pub profile: Profile,
     external: bool,
 }
 
@@ -51,7 +52,7 @@ fn user_state_dir(cli: &Cli) -> Option<PathBuf> {
         .map(|home| PathBuf::from(home).join(".local/state/noodle"))
 }
 
-fn locate(cli: &Cli, store: &Store) -> anyhow::Result<Located> {
+pub fn locate(cli: &Cli, store: &Store) -> anyhow::Result<Located> {
     let profiles = store.dirs().profiles();
     let state = user_state_dir(cli);
     let Some(given) = &cli.profile else {
@@ -101,12 +102,34 @@ fn locate(cli: &Cli, store: &Store) -> anyhow::Result<Located> {
 }
 
 impl Located {
-    fn lock(&self, cli: &Cli) -> anyhow::Result<ProfileLock> {
+    /// Takes the profile's lock for a change: waits for (or, with `no_wait`, refuses) another
+    /// writer, recovers an activation a crashed one left, and refuses while a generation is
+    /// under test.
+    pub fn lock(&self, cli: &Cli, store: &mut Store, no_wait: bool) -> anyhow::Result<ProfileLock> {
+        let lock = self.lock_only(cli, store, no_wait)?;
+        activation::recover_first(cli, store, &self.profile, &lock)?;
+        activation::refuse_if_under_test(store, &self.profile, &lock)?;
+        Ok(lock)
+    }
+
+    /// Only the lock (for `activate --recover`, `--commit`).
+    pub fn lock_only(
+        &self,
+        cli: &Cli,
+        store: &Store,
+        no_wait: bool,
+    ) -> anyhow::Result<ProfileLock> {
+        if no_wait {
+            return self
+                .profile
+                .try_lock()?
+                .ok_or_else(|| activation::busy(store, &self.profile).into());
+        }
         Ok(self.profile.lock(|| {
             note(
                 cli,
                 format!(
-                    "waiting for another noodle that is changing profile {}",
+                    "waiting for another noodle that is changing profile {} (`noodle status` says what)",
                     self.profile.link().display()
                 ),
             )
@@ -139,8 +162,12 @@ fn commit(
     lock: &ProfileLock,
     base: &Manifest,
     manifest: &Manifest,
+    args: &ActivationArgs,
 ) -> anyhow::Result<ExitCode> {
     let profile = &located.profile;
+    if args.strategy == Strategy::DryActivate {
+        return activation::dry_activate(cli, args, base, manifest, "the new generation");
+    }
     located.ensure_rooted(store)?;
     let Some(created) = generation::create(store, profile, lock, base, manifest)? else {
         let current = profile.current()?;
@@ -162,35 +189,37 @@ fn commit(
         }
         return Ok(ExitCode::SUCCESS);
     };
-    let activated = activate(store, profile, lock, created.number)?;
-    if cli.json {
-        output::json(&serde_json::json!({
+    note(
+        cli,
+        format!(
+            "generation {} of {}: {}",
+            created.number,
+            profile.link().display(),
+            if created.summary.is_empty() {
+                "(no packages)"
+            } else {
+                &created.summary
+            }
+        ),
+    );
+    let outcome = activation::run(cli, store, profile, lock, created.number, args)?;
+    let code = activation::print_outcome(
+        cli,
+        &outcome,
+        serde_json::json!({
             "profile": profile.link(),
             "generation": created.number,
             "path": created.path,
             "changes": created.summary,
-            "from": activated.from,
+            "from": outcome.activation.from,
             "changed": true,
-        }))?;
-    } else {
-        note(
-            cli,
-            format!(
-                "generation {} of {}: {}",
-                created.number,
-                profile.link().display(),
-                if created.summary.is_empty() {
-                    "(no packages)"
-                } else {
-                    &created.summary
-                }
-            ),
-        );
-        if activated.from.is_none() {
-            path_hint(cli, store, profile);
-        }
+        }),
+    )?;
+    if outcome.activation.from.is_none() && profile.current()? == Some(created.number) && !cli.json
+    {
+        path_hint(cli, store, profile);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
 /// Printed when a profile gets its first generation and its bin/ is not on PATH yet; for a
@@ -222,8 +251,9 @@ fn path_hint(cli: &Cli, store: &Store, profile: &Profile) {
 }
 
 pub fn list(cli: &Cli) -> anyhow::Result<ExitCode> {
-    let store = open(cli, true)?;
+    let mut store = open(cli, true)?;
     let located = locate(cli, &store)?;
+    activation::recover_if_abandoned(cli, &mut store, &located.profile)?;
     let (current, manifest) = generation::current_manifest(&store, &located.profile)?;
     if cli.json {
         output::json(&serde_json::json!({
@@ -261,15 +291,21 @@ pub fn run(cli: &Cli, command: &ProfileCommand) -> anyhow::Result<ExitCode> {
     let mut store = open(cli, true)?;
     let located = locate(cli, &store)?;
     let profile = &located.profile;
+    if matches!(
+        command,
+        ProfileCommand::Generations | ProfileCommand::Diff { .. }
+    ) {
+        activation::recover_if_abandoned(cli, &mut store, profile)?;
+    }
     match command {
         ProfileCommand::Generations => generations(cli, &store, profile),
-        ProfileCommand::Switch { number } => {
-            let lock = located.lock(cli)?;
-            let activated = activate(&store, profile, &lock, *number)?;
-            report_switch(cli, profile, &activated)
+        ProfileCommand::Switch { number, activation } => {
+            let lock = located.lock(cli, &mut store, activation.no_wait)?;
+            profile.generation(*number)?;
+            switch_to(cli, &mut store, profile, &lock, *number, activation)
         }
-        ProfileCommand::Rollback => {
-            let lock = located.lock(cli)?;
+        ProfileCommand::Rollback { activation } => {
+            let lock = located.lock(cli, &mut store, activation.no_wait)?;
             let current = profile
                 .current()?
                 .ok_or_else(|| ProfileError::Empty(profile.link().to_owned()))?;
@@ -282,13 +318,12 @@ pub fn run(cli: &Cli, command: &ProfileCommand) -> anyhow::Result<ExitCode> {
                     profile: profile.link().to_owned(),
                     current,
                 })?;
-            let activated = activate(&store, profile, &lock, previous)?;
-            report_switch(cli, profile, &activated)
+            switch_to(cli, &mut store, profile, &lock, previous, activation)
         }
         ProfileCommand::Diff { from, to } => diff_command(cli, &store, profile, *from, *to),
         ProfileCommand::DeleteGenerations { which, older_than } => {
             let selection = Selection::parse(which, older_than.as_deref())?;
-            let lock = located.lock(cli)?;
+            let lock = located.lock(cli, &mut store, false)?;
             let infos = generation::list(&store, profile)?;
             let chosen = selection.choose(&infos, noodle_profiles::records::now());
             if !chosen.is_empty() {
@@ -318,35 +353,25 @@ pub fn run(cli: &Cli, command: &ProfileCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn report_switch(cli: &Cli, profile: &Profile, activated: &Activated) -> anyhow::Result<ExitCode> {
-    if cli.json {
-        output::json(&serde_json::json!({
-            "profile": profile.link(),
-            "from": activated.from,
-            "to": activated.to,
-            "path": activated.path,
-        }))?;
-    } else if activated.from == Some(activated.to) {
-        note(
-            cli,
-            format!(
-                "{} is already at generation {}",
-                profile.link().display(),
-                activated.to
-            ),
-        );
-    } else {
-        note(
-            cli,
-            format!(
-                "switched {} from generation {} to {}",
-                profile.link().display(),
-                activated.from.map_or("(none)".into(), |n| n.to_string()),
-                activated.to
-            ),
-        );
+fn switch_to(
+    cli: &Cli,
+    store: &mut Store,
+    profile: &Profile,
+    lock: &ProfileLock,
+    number: u64,
+    args: &ActivationArgs,
+) -> anyhow::Result<ExitCode> {
+    if args.strategy == Strategy::DryActivate {
+        let (_, from) = generation::current_manifest(store, profile)?;
+        let (_, to) = generation::open(store, profile, number)?;
+        return activation::dry_activate(cli, args, &from, &to, &format!("generation {number}"));
     }
-    Ok(ExitCode::SUCCESS)
+    let outcome = activation::run(cli, store, profile, lock, number, args)?;
+    activation::print_outcome(
+        cli,
+        &outcome,
+        serde_json::json!({ "profile": profile.link() }),
+    )
 }
 
 fn generations(cli: &Cli, store: &Store, profile: &Profile) -> anyhow::Result<ExitCode> {

@@ -75,6 +75,50 @@ const MIGRATIONS: &[&str] = &[
          summary TEXT NOT NULL,
          PRIMARY KEY (profile, number)
      ) WITHOUT ROWID;",
+    // 4: the activation journal (DESIGN.md §8). A row's state is written before the work it
+    // names starts; times are microseconds since the epoch.
+    "CREATE TABLE activations (
+         id INTEGER PRIMARY KEY,
+         profile TEXT NOT NULL,
+         from_generation INTEGER,
+         to_generation INTEGER NOT NULL,
+         to_path TEXT NOT NULL,
+         strategy TEXT NOT NULL,
+         state TEXT NOT NULL,
+         reason TEXT,
+         reverting INTEGER NOT NULL DEFAULT 0,
+         awaiting_commit INTEGER NOT NULL DEFAULT 0,
+         options TEXT NOT NULL,
+         pid INTEGER NOT NULL,
+         started_at INTEGER NOT NULL,
+         finished_at INTEGER
+     );
+     CREATE INDEX activations_profile ON activations(profile, id);
+     CREATE TABLE activation_events (
+         id INTEGER PRIMARY KEY,
+         activation INTEGER NOT NULL REFERENCES activations(id),
+         at INTEGER NOT NULL,
+         what TEXT NOT NULL,
+         note TEXT
+     );
+     CREATE INDEX activation_events_activation ON activation_events(activation);
+     CREATE TABLE activation_runs (
+         id INTEGER PRIMARY KEY,
+         activation INTEGER NOT NULL REFERENCES activations(id),
+         generation INTEGER,
+         kind TEXT NOT NULL,
+         package TEXT NOT NULL,
+         name TEXT NOT NULL,
+         attempt INTEGER NOT NULL,
+         required INTEGER NOT NULL,
+         started_at INTEGER NOT NULL,
+         duration_us INTEGER NOT NULL,
+         ok INTEGER NOT NULL,
+         outcome TEXT NOT NULL,
+         output TEXT NOT NULL,
+         output_bytes INTEGER NOT NULL
+     );
+     CREATE INDEX activation_runs_activation ON activation_runs(activation);",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -33,6 +33,17 @@ pub const ALL: &[&str] = &[
     "profile:before-switch",
     "profile:after-switch",
     "profile:mid-delete",
+    "activate:built",
+    "activate:validated",
+    "activate:staged",
+    "activate:active",
+    "activate:switched",
+    "activate:scripts-done",
+    "activate:checking",
+    "activate:healthy",
+    "activate:reverting",
+    "activate:switched-back",
+    "activate:revert-scripts-done",
 ];
 
 fn configured() -> &'static Vec<(String, String)> {

@@ -264,6 +264,34 @@ pub struct FileLock {
 }
 
 impl FileLock {
+    /// Takes the lock if no other process holds it.
+    pub fn try_exclusive(path: &Path) -> Result<Option<Self>> {
+        Ok(try_lock(open_lock_file(path)?, true, path)?.map(|held| Self { _lock: held }))
+    }
+
+    /// The locked descriptor, to hand to a child process: the lock belongs to the open file
+    /// description, so the child holds it too, and keeps holding it if this process dies.
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self._lock.as_fd()
+    }
+
+    /// Takes over a lock handed down by a parent as descriptor `fd`; fails unless it really is
+    /// the held lock on `path` (locking an open file description that already holds the lock
+    /// succeeds at once; another file's would not be the same inode).
+    pub fn adopt(fd: std::os::fd::OwnedFd, path: &Path) -> Result<Self> {
+        let file = File::from(fd);
+        let ours = file.metadata().map_err(|e| io_at("stat", path, e))?;
+        let theirs = fs_err::metadata(path)?;
+        if (ours.dev(), ours.ino()) != (theirs.dev(), theirs.ino()) {
+            return Err(io_at("adopt lock", path, Errno::EBADF).into());
+        }
+        match try_lock(file, true, path)? {
+            Some(held) => Ok(Self { _lock: held }),
+            None => Err(io_at("adopt lock", path, Errno::EWOULDBLOCK).into()),
+        }
+    }
+
     /// Takes the lock, calling `on_wait` first when another process holds it.
     pub fn exclusive_noting(path: &Path, on_wait: impl FnOnce()) -> Result<Self> {
         if let Some(held) = try_lock(open_lock_file(path)?, true, path)? {

@@ -33,6 +33,7 @@ fn sample() -> Plan {
             retries: 0,
             interval: 1,
             required: true,
+            when: Default::default(),
         }],
         activation: None,
     }

@@ -40,6 +40,7 @@ timeout = 3
 retries = 2
 interval = 5
 required = false
+when = "pre"
 
 [activation]
 script = "echo hi"
@@ -108,6 +109,7 @@ fn parses_every_field() {
             retries: 0,
             interval: 1,
             required: true,
+            when: CheckTime::Post,
         }
     );
     assert_eq!(
@@ -119,6 +121,7 @@ fn parses_every_field() {
         (3, 2, 5)
     );
     assert!(!recipe.health[1].required);
+    assert_eq!(recipe.health[1].when, CheckTime::Pre);
     assert_eq!(
         recipe.activation,
         Some(Activation {

@@ -17,7 +17,7 @@ use noodle_profiles::{HealthCheck, Manifest, Package, ProfileError};
 use noodle_store::Store;
 
 use super::{commit, locate};
-use crate::cli::Cli;
+use crate::cli::{ActivationArgs, Cli};
 use crate::commands::build::{build_targets, parse_targets};
 use crate::commands::open;
 
@@ -155,7 +155,12 @@ fn is_store_path(store: &Store, text: &str) -> bool {
         .is_some_and(|rest| rest.starts_with('/'))
 }
 
-pub fn install(cli: &Cli, texts: &[String], priority: i32) -> anyhow::Result<ExitCode> {
+pub fn install(
+    cli: &Cli,
+    texts: &[String],
+    priority: i32,
+    activation: &ActivationArgs,
+) -> anyhow::Result<ExitCode> {
     let mut store = open(cli, true)?;
     let located = locate(cli, &store)?;
     // Parse everything before waiting for the lock or building.
@@ -171,7 +176,7 @@ pub fn install(cli: &Cli, texts: &[String], priority: i32) -> anyhow::Result<Exi
             ));
         }
     }
-    let lock = located.lock(cli)?;
+    let lock = located.lock(cli, &mut store, activation.no_wait)?;
     let (_, base) = generation::current_manifest(&store, &located.profile)?;
     let mut packages: Vec<Package> = store.db().reading(|| {
         paths
@@ -188,13 +193,19 @@ pub fn install(cli: &Cli, texts: &[String], priority: i32) -> anyhow::Result<Exi
     let merged = base.with(packages, String::new());
     let lock_text = profile_lock(&base, &fresh, &merged.packages)?;
     let manifest = Manifest::new(merged.packages, lock_text);
-    commit(cli, &mut store, &located, &lock, &base, &manifest)
+    commit(
+        cli, &mut store, &located, &lock, &base, &manifest, activation,
+    )
 }
 
-pub fn remove(cli: &Cli, names: &[String]) -> anyhow::Result<ExitCode> {
+pub fn remove(
+    cli: &Cli,
+    names: &[String],
+    activation: &ActivationArgs,
+) -> anyhow::Result<ExitCode> {
     let mut store = open(cli, true)?;
     let located = locate(cli, &store)?;
-    let lock = located.lock(cli)?;
+    let lock = located.lock(cli, &mut store, activation.no_wait)?;
     let (_, base) = generation::current_manifest(&store, &located.profile)?;
     for name in names {
         if base.package(name).is_none() {
@@ -209,7 +220,9 @@ pub fn remove(cli: &Cli, names: &[String]) -> anyhow::Result<ExitCode> {
     let kept = base.without(names, String::new());
     let lock_text = profile_lock(&base, &Lockfile::default(), &kept.packages)?;
     let manifest = Manifest::new(kept.packages, lock_text);
-    commit(cli, &mut store, &located, &lock, &base, &manifest)
+    commit(
+        cli, &mut store, &located, &lock, &base, &manifest, activation,
+    )
 }
 
 /// `crypto '>=1.2.5' hello` → [(crypto, Some(>=1.2.5)), (hello, None)]; `crypto@^1.2` too.
@@ -232,11 +245,11 @@ fn parse_update_args(args: &[String]) -> anyhow::Result<Vec<(String, Option<Stri
     Ok(wanted)
 }
 
-pub fn update(cli: &Cli, args: &[String]) -> anyhow::Result<ExitCode> {
+pub fn update(cli: &Cli, args: &[String], activation: &ActivationArgs) -> anyhow::Result<ExitCode> {
     let mut store = open(cli, true)?;
     let located = locate(cli, &store)?;
     let asked = parse_update_args(args)?;
-    let lock = located.lock(cli)?;
+    let lock = located.lock(cli, &mut store, activation.no_wait)?;
     let (_, base) = generation::current_manifest(&store, &located.profile)?;
     let asked: Vec<(String, Option<String>)> = if asked.is_empty() {
         base.packages
@@ -275,7 +288,9 @@ pub fn update(cli: &Cli, args: &[String]) -> anyhow::Result<ExitCode> {
     let merged = base.with(built, String::new());
     let lock_text = profile_lock(&base, &fresh, &merged.packages)?;
     let manifest = Manifest::new(merged.packages, lock_text);
-    commit(cli, &mut store, &located, &lock, &base, &manifest)
+    commit(
+        cli, &mut store, &located, &lock, &base, &manifest, activation,
+    )
 }
 
 #[cfg(test)]
