@@ -15,7 +15,7 @@ use noodle_store::failpoint;
 /// The operations the failure points belong to, by the prefix of their names.
 const FAMILIES: &[&str] = &["add", "delete", "gc", "optimise"];
 /// Families whose points are driven by other test files.
-const TESTED_ELSEWHERE: &[&str] = &["build", "add-staged", "profile"]; // tests/build_crash.rs, tests/profile_crash.rs
+const TESTED_ELSEWHERE: &[&str] = &["build", "add-staged", "profile", "activate"]; // tests/build_crash.rs, tests/profile_crash.rs
 
 /// What happens between the crash and the final checks.
 #[derive(Debug, Clone, Copy)]

@@ -387,8 +387,12 @@ fn json_output_of_every_profile_command() {
     noodle.json(&["install", &b]);
     let switched = noodle.json(&["profile", "switch", "1"]);
     assert_eq!(
-        (switched["from"].as_u64(), switched["to"].as_u64()),
-        (Some(2), Some(1))
+        (
+            switched["activation"]["from"].as_u64(),
+            switched["activation"]["to"].as_u64(),
+            switched["activation"]["state"].as_str()
+        ),
+        (Some(2), Some(1), Some("COMMITTED"))
     );
     let generations = noodle.json(&["profile", "generations"]);
     assert_eq!(generations[1]["summary"], "+b 1.0");

@@ -63,7 +63,9 @@ impl Noodle {
             .arg("--root")
             .arg(self.root())
             .env_remove("NOODLE_FAILPOINT")
-            .env_remove("NOODLE_ROOT");
+            .env_remove("NOODLE_ROOT")
+            // Each check runs once: tests of the health window pass --window themselves.
+            .env("NOODLE_WINDOW", "0");
         command
     }
 
@@ -300,8 +302,7 @@ impl Noodle {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
         let text = self.ok(&all);
-        serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("bad JSON from {args:?}: {e}\n{text}"))
+        parse_json_output(&text).unwrap_or_else(|e| panic!("bad JSON from {args:?}: {e}\n{text}"))
     }
 
     /// `store add` with extra options; returns the printed store path.
@@ -472,6 +473,18 @@ impl Noodle {
         names
     }
 
+    /// Activations the journal has not seen end (0 before the first activation).
+    pub fn unfinished_activations(&self) -> i64 {
+        let conn = rusqlite::Connection::open(self.db_file()).expect("open db");
+        conn.query_row(
+            "SELECT count(*) FROM activations
+             WHERE state NOT IN ('COMMITTED', 'REVERTED', 'FAILED') AND awaiting_commit = 0",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count unfinished activations")
+    }
+
     /// Starts noodle in the background with stdout and stderr captured.
     pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
         use std::process::Stdio;
@@ -486,6 +499,16 @@ impl Noodle {
         }
         command.spawn().expect("spawn noodle")
     }
+}
+
+/// A command's JSON: one document, or JSON lines (activation events) ending with the result.
+pub fn parse_json_output(text: &str) -> serde_json::Result<serde_json::Value> {
+    serde_json::from_str(text).or_else(|e| {
+        text.lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map_or(Err(e), serde_json::from_str)
+    })
 }
 
 /// Polls `cond` every 10 ms until it holds; panics with `what` after `secs` seconds.
