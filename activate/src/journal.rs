@@ -177,7 +177,8 @@ pub fn set_state(store: &mut Store, id: i64, state: State, note: Option<&str>) -
     store.db_mut().write(|tx| {
         tx.execute(
             "UPDATE activations SET state = ?2,
-                 finished_at = CASE WHEN ?3 THEN ?4 ELSE finished_at END
+                 finished_at = CASE WHEN ?3 THEN ?4 ELSE finished_at END,
+                 awaiting_commit = CASE WHEN ?3 THEN 0 ELSE awaiting_commit END
              WHERE id = ?1",
             params![id, state.as_str(), state.is_final(), now],
         )?;
