@@ -52,6 +52,8 @@ pub enum ProfileError {
     },
     #[error("the manifest of {path} is unreadable: {why}")]
     BadManifest { path: String, why: String },
+    #[error("{0} is not a generation (a profile's store path, with a manifest.json): give a generation number or a generation's store path (`noodle profile generations` lists them)")]
+    NotAGeneration(String),
 }
 
 fn available_text(available: &[u64]) -> String {

@@ -144,7 +144,11 @@ pub fn adopt(store: &mut Store, profile: &Profile, _lock: &ProfileLock, path: &s
         }
     }
     let parsed = store.valid_path(path)?;
-    let manifest = Manifest::read(&store.physical(&parsed), path)?;
+    let physical = store.physical(&parsed);
+    if fs_err::symlink_metadata(physical.join(MANIFEST_FILE)).is_err() {
+        return Err(ProfileError::NotAGeneration(path.to_owned()));
+    }
+    let manifest = Manifest::read(&physical, path)?;
     let (_, base) = current_manifest(store, profile)?;
     let summary = base.changes_to(&manifest).summary();
     link_new(store, profile, path, &summary)

@@ -18,7 +18,7 @@ use noodle_store::Store;
 use crate::cli::{ActivateArgs, ActivationArgs, Cli};
 use crate::commands::open;
 use crate::commands::profile::locate;
-use crate::output::{self, note, EXIT_FAILED, EXIT_REVERTED};
+use crate::output::{note, EXIT_FAILED, EXIT_REVERTED};
 
 pub use detach::{worker_main, WORKER_ARG};
 pub use render::verdict;
@@ -87,6 +87,8 @@ pub fn run(
     let detached = args.detach || (!args.no_detach && !std::io::stdin().is_terminal());
     let mut progress = render::Progress::new(cli);
     let mut sinks = Sinks::new(cli, args)?;
+    // A generation that is not there is an error, not an activation that begins.
+    profile.generation(number)?;
     if !cli.quiet && !cli.json {
         eprintln!(
             "activating generation {number} of {} (--strategy {}, health window {}{})",
@@ -278,7 +280,8 @@ pub fn dry_activate(
         "window_ms": options.window_ms,
     });
     if cli.json {
-        output::json(&report)?;
+        // One line, like every activating command's result: build events may precede it.
+        println!("{report}");
         return Ok(ExitCode::SUCCESS);
     }
     let list = |key: &str| -> String {
@@ -315,7 +318,7 @@ pub fn dry_activate(
         }
     );
     println!("  run scripts:    {}", list("scripts"));
-    println!("  pass pre-checks:{}{}", " ", list("pre_checks"));
+    println!("  pass pre-checks: {}", list("pre_checks"));
     println!(
         "  keep green for {}: {}",
         noodle_activate::options::show_duration(options.window()),
@@ -381,6 +384,9 @@ pub fn command(cli: &Cli, args: &ActivateArgs) -> anyhow::Result<ExitCode> {
     let lock = located.lock(cli, &mut store, args.activation.no_wait)?;
     let number = match target.parse::<u64>() {
         Ok(number) => number,
+        Err(_) if !target.starts_with('/') => anyhow::bail!(
+            "'{target}' is neither a generation number nor a generation's store path (`noodle profile generations` lists them)"
+        ),
         Err(_) => generation::adopt(&mut store, profile, &lock, target)?,
     };
     if args.activation.strategy == Strategy::DryActivate {

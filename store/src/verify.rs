@@ -280,14 +280,37 @@ impl Store {
             }
         }
 
-        let metadata: Vec<(String, Vec<String>)> = present
+        // Without --check-contents, sizes still catch a truncated, grown or replaced file: the
+        // NAR size of what is on disk against the recorded one (a walk, no reading).
+        let check_sizes = !options.check_contents;
+        let checked: Vec<(String, Vec<String>, Option<String>)> = present
             .par_iter()
-            .map(|(_, path, _, _)| Ok((path.clone(), metadata_problems(&store.join(base(path)))?)))
+            .map(|(_, path, _, nar_size)| {
+                let physical = store.join(base(path));
+                let details = metadata_problems(&physical)?;
+                let size = match check_sizes.then(|| NarLayout::of(&physical)) {
+                    None => None,
+                    Some(Ok(layout)) if layout.nar_size() == *nar_size => None,
+                    Some(Ok(layout)) => Some(format!(
+                        "its size changed (NAR size {}, recorded {nar_size}): `noodle store verify --check-contents` names the files",
+                        layout.nar_size()
+                    )),
+                    Some(Err(e)) => Some(format!("cannot be read: {e}")),
+                };
+                Ok((path.clone(), details, size))
+            })
             .collect::<Result<_>>()?;
-        for (path, details) in metadata.into_iter().filter(|(_, d)| !d.is_empty()) {
-            report
-                .problems
-                .push(problem(ProblemKind::Metadata, &path, details));
+        for (path, details, size) in checked {
+            if !details.is_empty() {
+                report
+                    .problems
+                    .push(problem(ProblemKind::Metadata, &path, details));
+            }
+            if let Some(size) = size {
+                report
+                    .problems
+                    .push(problem(ProblemKind::Damaged, &path, vec![size]));
+            }
         }
 
         if options.check_contents {
