@@ -858,3 +858,68 @@ fn a_second_activation_waits_or_with_no_wait_is_refused() {
     assert_eq!(noodle.current_generation(&profile), Some(1));
     assert_eq!(noodle.unfinished_activations(), 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// A damaged closure: the validation gate refuses it before anything changes.
+
+/// Rewrites a read-only store file as a careless admin would, then puts its mode and time back,
+/// so only its size or contents tell.
+fn tamper_keeping_metadata(file: &Path, contents: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(file, contents).expect("write");
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+    std::fs::File::options()
+        .write(true)
+        .open(file)
+        .expect("open")
+        .set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1))
+        .expect("set mtime");
+}
+
+#[test]
+fn a_damaged_closure_is_refused_by_validation() {
+    let (noodle, channel) = store_with_busybox();
+    package(&channel, "tool", "1.0.0", &[("tool", "echo tool-1")], "");
+    noodle.ok(&channel.args(&["install", "tool"]));
+    noodle.ok(&channel.args(&["profile", "switch", "1"]));
+    let list = noodle.json(&channel.args(&["profile", "generations"]));
+    let tool_path = noodle
+        .store_entries()
+        .into_iter()
+        .find(|e| e.ends_with("-tool-1.0.0"))
+        .expect("tool's store path");
+    let program = noodle
+        .physical_store()
+        .join(&tool_path)
+        .join("bin/tool");
+    let before = profile_dir_state(&noodle.default_profile());
+
+    // A different size: the fast check (no file is read) catches it.
+    let original = std::fs::read(&program).expect("read");
+    tamper_keeping_metadata(&program, b"#!/bin/sh\necho evil\n");
+    let run = run_json(&noodle, &channel.args(&["profile", "switch", "2"]), &[]);
+    assert_reverted(
+        &noodle,
+        &run,
+        1,
+        &["validation failed", "its size changed", "-tool-1.0.0"],
+    );
+    assert_eq!(profile_dir_state(&noodle.default_profile()), before);
+    assert_eq!(noodle.json(&channel.args(&["profile", "generations"])), list);
+
+    // The same size, other bytes: only --verify-contents (every file hashed) catches it.
+    let mut same_size = original.clone();
+    let last = same_size.len() - 2;
+    same_size[last] = if same_size[last] == b'X' { b'Y' } else { b'X' };
+    tamper_keeping_metadata(&program, &same_size);
+    let run = run_json(
+        &noodle,
+        &channel.args(&["profile", "switch", "2", "--verify-contents"]),
+        &[],
+    );
+    assert_reverted(&noodle, &run, 1, &["validation failed", "-tool-1.0.0"]);
+    let run = run_json(&noodle, &channel.args(&["profile", "switch", "2"]), &[]);
+    assert_eq!(run.code, 0, "the fast check reads no contents: {}", run.stderr);
+    assert_eq!(run.result["state"], "COMMITTED");
+}

@@ -616,6 +616,29 @@ fn verify_reports_changed_contents_and_mode() {
 }
 
 #[test]
+fn verify_without_contents_catches_a_size_change_with_metadata_restored() {
+    let noodle = Noodle::new();
+    let tree = noodle.scratch("tree");
+    make_tree(&tree, "resize");
+    let path = noodle.add(&tree);
+    // Mode and time put back as they were: only the size tells, and no file is read.
+    tamper(
+        &noodle.physical(&path).join("bin/tool"),
+        b"#!/bin/sh\n",
+        true,
+    );
+    let out = noodle.run(&["store", "verify"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stdout_of(&out));
+    let text = stdout_of(&out);
+    assert!(text.contains("Damaged"), "{text}");
+    assert!(text.contains("its size changed"), "{text}");
+    assert!(!text.contains("Metadata"), "{text}");
+    // Repair cannot restore contents: it says so and does not claim to have.
+    let out = noodle.run(&["store", "verify", "--repair"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stdout_of(&out));
+}
+
+#[test]
 fn verify_repair_fixes_metadata() {
     let noodle = Noodle::new();
     let tree = noodle.scratch("tree");

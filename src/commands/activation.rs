@@ -108,6 +108,8 @@ pub fn run(
     drop(fanout);
     let events = args.events.as_deref();
     let mut child = detach::spawn(store, profile, lock, started.id, events)?;
+    // So that `activate --abort` signals the worker, not this process, from now on.
+    journal::set_pid(store, started.id, child.id())?;
     let echo = sinks.stdout.is_some();
     let error = detach::follow(&mut child, &mut progress, echo)?;
     let row = journal::get(store, started.id)?;

@@ -172,11 +172,16 @@ fn commit(
     let Some(created) = generation::create(store, profile, lock, base, manifest)? else {
         let current = profile.current()?;
         if cli.json {
-            output::json(&serde_json::json!({
-                "profile": profile.link(),
-                "generation": current,
-                "changed": false,
-            }))?;
+            // One line, like every activating command's last: build events may precede it.
+            println!(
+                "{}",
+                serde_json::json!({
+                    "event": "result",
+                    "profile": profile.link(),
+                    "generation": current,
+                    "changed": false,
+                })
+            );
         } else {
             note(
                 cli,
