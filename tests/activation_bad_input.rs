@@ -13,6 +13,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::channel::Channel;
+use common::profile::profile_dir_state;
 use common::{assert_aborted_at, stderr_of, stdout_of, wait_until, Noodle};
 use serde_json::Value;
 
@@ -83,25 +84,6 @@ fn run_json(noodle: &Noodle, args: &[&str], env: &[(&str, &str)]) -> Ran {
     all.extend_from_slice(args);
     let started = Instant::now();
     ran(noodle.run_env(&all, env), started)
-}
-
-/// Every entry of the profile's directory with its link target (or "file"): the profile link
-/// and the generation links.
-fn profile_dir_state(profile: &Path) -> BTreeMap<String, String> {
-    let dir = profile.parent().expect("dir");
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .map(|e| {
-                    let e = e.expect("entry");
-                    let target = std::fs::read_link(e.path())
-                        .map(|t| t.display().to_string())
-                        .unwrap_or_else(|_| "file".into());
-                    (e.file_name().to_string_lossy().into_owned(), target)
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// One row of the activations table.
@@ -889,10 +871,7 @@ fn a_damaged_closure_is_refused_by_validation() {
         .into_iter()
         .find(|e| e.ends_with("-tool-1.0.0"))
         .expect("tool's store path");
-    let program = noodle
-        .physical_store()
-        .join(&tool_path)
-        .join("bin/tool");
+    let program = noodle.physical_store().join(&tool_path).join("bin/tool");
     let before = profile_dir_state(&noodle.default_profile());
 
     // A different size: the fast check (no file is read) catches it.
@@ -906,7 +885,10 @@ fn a_damaged_closure_is_refused_by_validation() {
         &["validation failed", "its size changed", "-tool-1.0.0"],
     );
     assert_eq!(profile_dir_state(&noodle.default_profile()), before);
-    assert_eq!(noodle.json(&channel.args(&["profile", "generations"])), list);
+    assert_eq!(
+        noodle.json(&channel.args(&["profile", "generations"])),
+        list
+    );
 
     // The same size, other bytes: only --verify-contents (every file hashed) catches it.
     let mut same_size = original.clone();
@@ -920,6 +902,10 @@ fn a_damaged_closure_is_refused_by_validation() {
     );
     assert_reverted(&noodle, &run, 1, &["validation failed", "-tool-1.0.0"]);
     let run = run_json(&noodle, &channel.args(&["profile", "switch", "2"]), &[]);
-    assert_eq!(run.code, 0, "the fast check reads no contents: {}", run.stderr);
+    assert_eq!(
+        run.code, 0,
+        "the fast check reads no contents: {}",
+        run.stderr
+    );
     assert_eq!(run.result["state"], "COMMITTED");
 }

@@ -8,25 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::channel::Channel;
+use common::profile::profile_dir_state;
 use common::{stderr_of, wait_until, Noodle};
-
-/// Every entry of the profile's directory with its link target (or "file").
-fn profile_dir_state(profile: &Path) -> BTreeMap<String, String> {
-    let dir = profile.parent().expect("dir");
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .map(|e| {
-                    let e = e.expect("entry");
-                    let target = std::fs::read_link(e.path())
-                        .map(|t| t.display().to_string())
-                        .unwrap_or_else(|_| "file".into());
-                    (e.file_name().to_string_lossy().into_owned(), target)
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// A store whose default profile has generations 1 (a) and 2 (a, b), current 2.
 fn two_generations() -> (Noodle, PathBuf) {

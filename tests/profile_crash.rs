@@ -22,8 +22,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::os::unix::fs::MetadataExt;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -453,51 +452,10 @@ fn template() -> Template {
     }
 }
 
-/// Copies a store's root like `cp -a`, except that symlinks are hard links to the originals:
-/// a symlink never changes (noodle replaces or removes links, it never alters one), and
-/// creating one can cost a millisecond on some filesystems, where busybox alone has hundreds.
-fn copy_root(from: &Path, to: &Path) {
-    let mut dirs = Vec::new();
-    let mut linked: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    for entry in walkdir::WalkDir::new(from) {
-        let entry = entry.expect("walk the template");
-        let dest = to.join(entry.path().strip_prefix(from).expect("under the root"));
-        let meta = entry.path().symlink_metadata().expect("lstat");
-        if meta.is_dir() {
-            std::fs::create_dir(&dest).expect("mkdir");
-            dirs.push((dest, meta));
-        } else if meta.file_type().is_symlink() {
-            std::fs::hard_link(entry.path(), &dest).expect("link a symlink");
-        } else if let Some(first) = linked.get(&(meta.dev(), meta.ino())) {
-            std::fs::hard_link(first, &dest).expect("hard link");
-        } else {
-            std::fs::copy(entry.path(), &dest).expect("copy a file");
-            set_times(&dest, &meta);
-            if meta.nlink() > 1 {
-                linked.insert((meta.dev(), meta.ino()), dest);
-            }
-        }
-    }
-    // Deepest first, once their contents are in.
-    for (dir, meta) in dirs.iter().rev() {
-        set_times(dir, meta);
-        std::fs::set_permissions(dir, meta.permissions()).expect("chmod");
-    }
-}
-
-fn set_times(path: &Path, meta: &std::fs::Metadata) {
-    let times = std::fs::FileTimes::new()
-        .set_accessed(meta.accessed().expect("atime"))
-        .set_modified(meta.modified().expect("mtime"));
-    std::fs::File::open(path)
-        .and_then(|f| f.set_times(times))
-        .unwrap_or_else(|e| panic!("set the times of {}: {e}", path.display()));
-}
-
 /// A copy of the template's store and channel (with its noodle.lock).
 fn clone(t: &Template) -> (Noodle, Channel) {
     let noodle = Noodle::uninitialised();
-    copy_root(&t.noodle.root(), &noodle.root());
+    common::copy_root(&t.noodle.root(), &noodle.root());
     let channel = Channel::repo(&noodle);
     std::fs::copy(
         t.channel.dir.join("noodle.lock"),

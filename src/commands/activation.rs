@@ -148,9 +148,8 @@ pub fn exit_code(outcome: &Outcome) -> ExitCode {
     }
 }
 
-/// The machine-readable verdict: what `history --json` says of it, plus the warnings.
-pub fn outcome_json(outcome: &Outcome) -> serde_json::Value {
-    let a = &outcome.activation;
+/// What `history --json` and every activating command's result say of an activation.
+pub fn activation_json(a: &noodle_activate::Activation) -> serde_json::Value {
     serde_json::json!({
         "id": a.id,
         "profile": a.profile,
@@ -160,8 +159,14 @@ pub fn outcome_json(outcome: &Outcome) -> serde_json::Value {
         "state": a.state,
         "reason": a.reason,
         "awaiting_commit": a.awaiting_commit,
-        "warnings": outcome.warnings,
     })
+}
+
+/// The machine-readable verdict: the activation, plus the warnings.
+pub fn outcome_json(outcome: &Outcome) -> serde_json::Value {
+    let mut value = activation_json(&outcome.activation);
+    value["warnings"] = serde_json::json!(outcome.warnings);
+    value
 }
 
 /// Prints the verdict: on stderr for people (loud for FAILED), or the last JSON line.

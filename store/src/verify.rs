@@ -78,31 +78,38 @@ fn metadata_problems(root: &Path) -> Result<Vec<String>> {
         let meta = entry.metadata().map_err(|e| {
             std::io::Error::other(format!("failed to stat '{}': {e}", entry.path().display()))
         })?;
-        let mode = meta.permissions().mode() & 0o7777;
-        let wrong_mode = if meta.is_dir() {
-            mode != canon::DIR_MODE
-        } else if meta.is_file() {
-            mode != 0o444 && mode != 0o555
-        } else {
-            false
-        };
         let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
-        let shown = if rel.as_os_str().is_empty() {
-            ".".into()
-        } else {
-            rel.display().to_string()
-        };
-        if wrong_mode {
-            out.push(format!("{shown}: mode {mode:04o}"));
-        }
-        if meta.mtime() != 1 {
-            out.push(format!("{shown}: modification time {}", meta.mtime()));
-        }
-        if !meta.is_dir() && !meta.is_file() && !meta.file_type().is_symlink() {
-            out.push(format!("{shown}: special file"));
-        }
+        out.extend(entry_problems(rel, &meta));
     }
     Ok(out)
+}
+
+/// What is wrong with one entry's metadata (`rel` is empty for the root).
+fn entry_problems(rel: &Path, meta: &std::fs::Metadata) -> Vec<String> {
+    let mut out = Vec::new();
+    let mode = meta.permissions().mode() & 0o7777;
+    let wrong_mode = if meta.is_dir() {
+        mode != canon::DIR_MODE
+    } else if meta.is_file() {
+        mode != 0o444 && mode != 0o555
+    } else {
+        false
+    };
+    let shown = if rel.as_os_str().is_empty() {
+        ".".into()
+    } else {
+        rel.display().to_string()
+    };
+    if wrong_mode {
+        out.push(format!("{shown}: mode {mode:04o}"));
+    }
+    if meta.mtime() != 1 {
+        out.push(format!("{shown}: modification time {}", meta.mtime()));
+    }
+    if !meta.is_dir() && !meta.is_file() && !meta.file_type().is_symlink() {
+        out.push(format!("{shown}: special file"));
+    }
+    out
 }
 
 /// Gives every entry of the tree its canonical metadata: files and symlinks in parallel
@@ -287,15 +294,21 @@ impl Store {
             .par_iter()
             .map(|(_, path, _, nar_size)| {
                 let physical = store.join(base(path));
-                let details = metadata_problems(&physical)?;
-                let size = match check_sizes.then(|| NarLayout::of(&physical)) {
-                    None => None,
-                    Some(Ok(layout)) if layout.nar_size() == *nar_size => None,
-                    Some(Ok(layout)) => Some(format!(
+                if !check_sizes {
+                    return Ok((path.clone(), metadata_problems(&physical)?, None));
+                }
+                // One walk for both: the layout's own lstat of each entry feeds the metadata check.
+                let mut details = Vec::new();
+                let layout = NarLayout::of_inspecting(&physical, &mut |rel, meta| {
+                    details.extend(entry_problems(rel, meta))
+                });
+                let size = match layout {
+                    Ok(layout) if layout.nar_size() == *nar_size => None,
+                    Ok(layout) => Some(format!(
                         "its size changed (NAR size {}, recorded {nar_size}): `noodle store verify --check-contents` names the files",
                         layout.nar_size()
                     )),
-                    Some(Err(e)) => Some(format!("cannot be read: {e}")),
+                    Err(e) => Some(format!("cannot be read: {e}")),
                 };
                 Ok((path.clone(), details, size))
             })

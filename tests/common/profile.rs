@@ -83,3 +83,22 @@ impl Noodle {
             .collect()
     }
 }
+
+/// Every entry of the profile's directory with its link target (or "file"): the profile link
+/// and the generation links.
+pub fn profile_dir_state(profile: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    let dir = profile.parent().expect("dir");
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| {
+                    let e = e.expect("entry");
+                    let target = std::fs::read_link(e.path())
+                        .map(|t| t.display().to_string())
+                        .unwrap_or_else(|_| "file".into());
+                    (e.file_name().to_string_lossy().into_owned(), target)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

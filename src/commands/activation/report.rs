@@ -66,22 +66,19 @@ fn run_json(run: &RunRecord) -> serde_json::Value {
 
 fn activation_json(store: &Store, a: &Activation) -> anyhow::Result<serde_json::Value> {
     let runs = journal::runs(store, a.id)?;
-    Ok(serde_json::json!({
-        "id": a.id,
-        "profile": a.profile,
-        "from": a.from,
-        "to": a.to,
-        "strategy": a.strategy,
-        "state": a.state,
-        "reason": a.reason,
-        "awaiting_commit": a.awaiting_commit,
+    let mut value = super::activation_json(a);
+    let extra = serde_json::json!({
         "started_at": a.started_at / 1_000_000,
         "duration_ms": a.duration_us().map(|us| us as f64 / 1000.0),
         "window_ms": a.options.window_ms,
         "pid": a.pid,
         "red_check": first_red(&runs).map(run_json),
         "runs": runs.len(),
-    }))
+    });
+    if let (Some(value), serde_json::Value::Object(extra)) = (value.as_object_mut(), extra) {
+        value.extend(extra);
+    }
+    Ok(value)
 }
 
 pub fn status(cli: &Cli, follow: bool) -> anyhow::Result<ExitCode> {

@@ -120,8 +120,13 @@ impl Described {
     }
 }
 
+/// Sees the metadata of every entry a walk stats (for checks that want them without a
+/// second walk).
+pub type Inspect<'a> = &'a mut dyn FnMut(&Path, &std::fs::Metadata);
+
 struct Builder<'a> {
     described: Option<&'a Described>,
+    inspect: Option<Inspect<'a>>,
     root: PathBuf,
     entries: Vec<Entry>,
     literals: Vec<u8>,
@@ -189,7 +194,11 @@ impl Builder<'_> {
         let meta = if is_described_dir {
             None
         } else {
-            Some(fs_err::symlink_metadata(&path)?)
+            let meta = fs_err::symlink_metadata(&path)?;
+            if let Some(inspect) = self.inspect.as_mut() {
+                inspect(&rel, &meta);
+            }
+            Some(meta)
         };
         let file_type = meta.as_ref().map(|m| m.file_type());
         self.str(b"(");
@@ -297,17 +306,27 @@ pub(crate) fn padding(len: u64) -> usize {
 impl NarLayout {
     /// Walks `root` (not following symlinks inside it) into its archive layout.
     pub fn of(root: &Path) -> Result<Self, LayoutError> {
-        Self::build(root, None)
+        Self::build(root, None, None)
+    }
+
+    /// As [`NarLayout::of`], showing `inspect` the metadata of every entry on the way.
+    pub fn of_inspecting(root: &Path, inspect: Inspect<'_>) -> Result<Self, LayoutError> {
+        Self::build(root, None, Some(inspect))
     }
 
     /// The layout of a tree written as `described` says (see [`Described`]).
     pub fn of_described(root: &Path, described: &Described) -> Result<Self, LayoutError> {
-        Self::build(root, Some(described))
+        Self::build(root, Some(described), None)
     }
 
-    fn build(root: &Path, described: Option<&Described>) -> Result<Self, LayoutError> {
+    fn build<'a>(
+        root: &Path,
+        described: Option<&'a Described>,
+        inspect: Option<Inspect<'a>>,
+    ) -> Result<Self, LayoutError> {
         let mut builder = Builder {
             described,
+            inspect,
             root: root.to_owned(),
             entries: Vec::new(),
             literals: Vec::new(),
