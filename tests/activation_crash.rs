@@ -30,8 +30,6 @@ use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Output;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use common::channel::Channel;
 use common::{stderr_of, Noodle};
@@ -584,26 +582,6 @@ fn crash_in_recovery(t: &Template, point: &str) {
     assert_eq!(env.current("main", &ctx), Some(1), "{ctx}");
 }
 
-/// Runs `cases` on a few threads; returns those for which `run` said true.
-fn run_cases<C: Copy + Send + Sync>(cases: &[C], run: impl Fn(C) -> bool + Sync) -> Vec<C> {
-    let next = AtomicUsize::new(0);
-    let hits = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..WORKERS.min(cases.len()) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&case) = cases.get(i) else { break };
-                if run(case) {
-                    hits.lock().expect("lock").push(i);
-                }
-            });
-        }
-    });
-    let mut hits = hits.into_inner().expect("lock");
-    hits.sort_unstable();
-    hits.into_iter().map(|i| cases[i]).collect()
-}
-
 #[test]
 fn crash_at_every_activation_point() {
     let started = std::time::Instant::now();
@@ -644,7 +622,7 @@ fn crash_at_every_activation_point() {
             false
         }
     };
-    let reached = run_cases(&cases, run);
+    let reached = common::run_cases(WORKERS, &cases, run);
     let more: Vec<Case> = reached
         .iter()
         .flat_map(|&case| match case {
@@ -656,7 +634,7 @@ fn crash_at_every_activation_point() {
             _ => Vec::new(),
         })
         .collect();
-    let again = run_cases(&more, run);
+    let again = common::run_cases(WORKERS, &more, run);
     assert_eq!(again.len(), more.len(), "a crash did not happen again");
     let hit: BTreeSet<&str> = reached
         .iter()

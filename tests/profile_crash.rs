@@ -25,8 +25,6 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use common::channel::Channel;
 use common::{bad, Noodle};
@@ -712,26 +710,6 @@ fn assert_records_match_links(noodle: &Noodle, name: &str, state: &State, ctx: &
     assert_eq!(records, state.generations, "{ctx}: generation records");
 }
 
-/// Runs `cases` on a few threads; returns those for which `run` said true.
-fn run_cases<C: Copy + Send + Sync>(cases: &[C], run: impl Fn(C) -> bool + Sync) -> Vec<C> {
-    let next = AtomicUsize::new(0);
-    let hits = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..WORKERS.min(cases.len()) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&case) = cases.get(i) else { break };
-                if run(case) {
-                    hits.lock().expect("lock").push(i);
-                }
-            });
-        }
-    });
-    let mut hits = hits.into_inner().expect("lock");
-    hits.sort_unstable();
-    hits.into_iter().map(|i| cases[i]).collect()
-}
-
 #[test]
 fn crash_during_profile_changes() {
     let started = std::time::Instant::now();
@@ -758,7 +736,7 @@ fn crash_during_profile_changes() {
         .iter()
         .flat_map(|&op| points.iter().map(move |&p| (op, p)))
         .collect();
-    let reached = run_cases(&pairs, |(op, point)| {
+    let reached = common::run_cases(WORKERS, &pairs, |(op, point)| {
         crash_at(&template, &wanted[&op], op, point, Recovery::Gc)
     });
     let hit: BTreeSet<&str> = reached.iter().map(|(_, p)| *p).collect();
@@ -776,7 +754,7 @@ fn crash_during_profile_changes() {
         .iter()
         .flat_map(|&(op, p)| [Recovery::Repair, Recovery::RerunFirst].map(|r| (op, p, r)))
         .collect();
-    let again = run_cases(&more, |(op, point, recovery)| {
+    let again = common::run_cases(WORKERS, &more, |(op, point, recovery)| {
         crash_at(&template, &wanted[&op], op, point, recovery)
     });
     assert_eq!(again.len(), more.len(), "a crash did not happen again");

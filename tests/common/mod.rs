@@ -654,3 +654,28 @@ fn set_times(path: &Path, meta: &std::fs::Metadata) {
         .and_then(|f| f.set_times(times))
         .unwrap_or_else(|e| panic!("set the times of {}: {e}", path.display()));
 }
+
+/// Runs `cases` on `workers` threads; returns those for which `run` said true.
+pub fn run_cases<C: Copy + Send + Sync>(
+    workers: usize,
+    cases: &[C],
+    run: impl Fn(C) -> bool + Sync,
+) -> Vec<C> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let hits = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..workers.min(cases.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&case) = cases.get(i) else { break };
+                if run(case) {
+                    hits.lock().expect("lock").push(i);
+                }
+            });
+        }
+    });
+    let mut hits = hits.into_inner().expect("lock");
+    hits.sort_unstable();
+    hits.into_iter().map(|i| cases[i]).collect()
+}
