@@ -843,21 +843,6 @@ fn a_second_activation_waits_or_with_no_wait_is_refused() {
 // ---------------------------------------------------------------------------------------------
 // A damaged closure: the validation gate refuses it before anything changes.
 
-/// Rewrites a read-only store file as a careless admin would, then puts its mode and time back,
-/// so only its size or contents tell.
-fn tamper_keeping_metadata(file: &Path, contents: &[u8]) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::fs::write(file, contents).expect("write");
-    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o555)).expect("chmod");
-    std::fs::File::options()
-        .write(true)
-        .open(file)
-        .expect("open")
-        .set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1))
-        .expect("set mtime");
-}
-
 #[test]
 fn a_damaged_closure_is_refused_by_validation() {
     let (noodle, channel) = store_with_busybox();
@@ -875,7 +860,7 @@ fn a_damaged_closure_is_refused_by_validation() {
 
     // A different size: the fast check (no file is read) catches it.
     let original = std::fs::read(&program).expect("read");
-    tamper_keeping_metadata(&program, b"#!/bin/sh\necho evil\n");
+    common::tamper(&program, b"#!/bin/sh\necho evil\n", true);
     let run = run_json(&noodle, &channel.args(&["profile", "switch", "2"]), &[]);
     assert_reverted(
         &noodle,
@@ -893,7 +878,7 @@ fn a_damaged_closure_is_refused_by_validation() {
     let mut same_size = original.clone();
     let last = same_size.len() - 2;
     same_size[last] = if same_size[last] == b'X' { b'Y' } else { b'X' };
-    tamper_keeping_metadata(&program, &same_size);
+    common::tamper(&program, &same_size, true);
     let run = run_json(
         &noodle,
         &channel.args(&["profile", "switch", "2", "--verify-contents"]),

@@ -7,7 +7,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use common::{make_tree, open_up, output_of, set_mode, stderr_of, stdout_of, Noodle, BIN, NOBODY};
+use common::{
+    make_tree, open_up, output_of, set_mode, stderr_of, stdout_of, tamper, Noodle, BIN, NOBODY,
+};
 
 /// Block size of the parallel hasher and reference scanner (store/src/nar/treehash.rs).
 const BLOCK: usize = 256 * 1024;
@@ -504,21 +506,6 @@ fn dump_restore_round_trip() {
 }
 
 // --------------------------------------------------------------------------------- verify ---
-
-/// Makes a store file writable, rewrites it, and (optionally) puts its metadata back.
-fn tamper(file: &Path, contents: &[u8], restore_metadata: bool) {
-    set_mode(file, 0o644);
-    std::fs::write(file, contents).expect("write");
-    if restore_metadata {
-        set_mode(file, 0o444);
-        let f = std::fs::File::options()
-            .write(true)
-            .open(file)
-            .expect("open");
-        f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1))
-            .expect("set mtime");
-    }
-}
 
 #[test]
 fn verify_clean_store() {

@@ -679,3 +679,21 @@ pub fn run_cases<C: Copy + Send + Sync>(
     hits.sort_unstable();
     hits.into_iter().map(|i| cases[i]).collect()
 }
+
+/// Rewrites a read-only store file as a careless admin would (`chmod u+w`, write); with
+/// `restore_metadata`, then puts its mode and modification time back, so only its size or
+/// contents tell.
+pub fn tamper(file: &Path, contents: &[u8], restore_metadata: bool) {
+    let mode = std::fs::metadata(file).expect("stat").permissions().mode() & 0o7777;
+    set_mode(file, mode | 0o200);
+    std::fs::write(file, contents).expect("write");
+    if restore_metadata {
+        set_mode(file, mode);
+        std::fs::File::options()
+            .write(true)
+            .open(file)
+            .expect("open")
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1))
+            .expect("set mtime");
+    }
+}
