@@ -263,6 +263,7 @@ impl Store {
             ca: Some(&ca),
             deriver: None,
             entries: &entries,
+            signatures: &[],
         })?;
         failpoint::hit("add:after-register");
         progress.note(&format!(

@@ -151,6 +151,7 @@ pub struct PathInfo {
     pub references: Vec<String>,
     pub deriver: Option<String>,
     pub ca: Option<String>,
+    pub signatures: Vec<String>,
 }
 
 /// A regular file of a valid path, as recorded.
@@ -172,6 +173,18 @@ pub struct Registration<'a> {
     /// For a build output: the hash of the plan it was built from.
     pub deriver: Option<&'a str>,
     pub entries: &'a [EntryRecord],
+    /// `name:base64` signatures over the path's fingerprint (from a cache or bundle).
+    pub signatures: &'a [String],
+}
+
+/// Signatures are kept one per line in `paths.signatures` (NULL when there are none).
+fn join_signatures(signatures: &[String]) -> Option<String> {
+    (!signatures.is_empty()).then(|| signatures.join("\n"))
+}
+
+fn split_signatures(text: Option<String>) -> Vec<String> {
+    text.map(|t| t.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
 }
 
 pub struct Db {
@@ -363,7 +376,7 @@ impl Db {
     pub fn path_info(&self, path: &str) -> Result<Option<PathInfo>> {
         let row = self.retry(|c| {
             c.query_row(
-                "SELECT id, path, nar_hash, nar_size, registered_at, deriver, ca FROM paths WHERE path = ?1",
+                "SELECT id, path, nar_hash, nar_size, registered_at, deriver, ca, signatures FROM paths WHERE path = ?1",
                 [path],
                 |r| {
                     Ok(PathInfo {
@@ -375,6 +388,7 @@ impl Db {
                         deriver: r.get(5)?,
                         ca: r.get(6)?,
                         references: Vec::new(),
+                        signatures: split_signatures(r.get(7)?),
                     })
                 },
             )
@@ -401,15 +415,16 @@ impl Db {
             .unwrap_or(0);
         self.write(|tx| {
             let inserted = tx.execute(
-                "INSERT OR IGNORE INTO paths (path, nar_hash, nar_size, registered_at, ca, deriver)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR IGNORE INTO paths (path, nar_hash, nar_size, registered_at, ca, deriver, signatures)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     reg.path,
                     reg.nar_hash.to_string(),
                     reg.nar_size as i64,
                     now,
                     reg.ca,
-                    reg.deriver
+                    reg.deriver,
+                    join_signatures(reg.signatures)
                 ],
             )?;
             if inserted == 0 {
@@ -608,6 +623,7 @@ mod tests {
             ca: None,
             deriver: None,
             entries: &[],
+            signatures: &[],
         }
     }
 

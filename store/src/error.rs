@@ -61,6 +61,13 @@ pub enum StoreError {
     },
     #[error("the build output at '{path}' is refused: {why}")]
     BadOutput { path: PathBuf, why: String },
+    #[error("{path}: {what} mismatch: expected {expected}, got {actual}; nothing was registered")]
+    ImportMismatch {
+        path: String,
+        what: String,
+        expected: String,
+        actual: String,
+    },
     #[error("'{path}' cannot be added: {why}")]
     BadInput { path: PathBuf, why: String },
 }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod failpoint;
 pub mod gc;
 pub mod hash;
+pub mod import;
 pub mod locks;
 pub mod nar;
 pub mod optimise;

@@ -19,18 +19,19 @@ use crate::store::Store;
 use crate::{canon, copy, db, failpoint, sync, verify};
 
 /// A staged tree, hashed and scanned, ready to be moved into the store.
-struct Scanned {
-    layout: NarLayout,
-    digest: NarDigest,
-    references: Vec<String>,
-    entries: Vec<EntryRecord>,
+pub(crate) struct Scanned {
+    pub(crate) layout: NarLayout,
+    pub(crate) digest: NarDigest,
+    pub(crate) references: Vec<String>,
+    pub(crate) entries: Vec<EntryRecord>,
 }
 
 /// How a staged tree came to be, and the failure points its move passes.
-struct Provenance<'a> {
-    ca: Option<&'a str>,
-    deriver: Option<&'a str>,
-    points: [&'static str; 3],
+pub(crate) struct Provenance<'a> {
+    pub(crate) ca: Option<&'a str>,
+    pub(crate) deriver: Option<&'a str>,
+    pub(crate) signatures: &'a [String],
+    pub(crate) points: [&'static str; 3],
 }
 
 /// Why a build's output may not enter the store.
@@ -134,6 +135,7 @@ impl Store {
             Provenance {
                 ca: None,
                 deriver: Some(plan_hash),
+                signatures: &[],
                 points: [
                     "build:before-rename",
                     "build:after-rename",
@@ -206,6 +208,7 @@ impl Store {
             Provenance {
                 ca: Some(&ca),
                 deriver: None,
+                signatures: &[],
                 points: [
                     "add-staged:before-rename",
                     "add-staged:after-rename",
@@ -258,7 +261,7 @@ impl Store {
 
     /// Syncs a scanned tree, renames it to `path` and registers it. The caller holds the
     /// path's lock, so whatever lies at `path` unregistered is a crashed attempt's leftover.
-    fn move_into_store(
+    pub(crate) fn move_into_store(
         &mut self,
         staged: &Path,
         path: &StorePath,
@@ -303,6 +306,7 @@ impl Store {
             ca: provenance.ca,
             deriver: provenance.deriver,
             entries: &scanned.entries,
+            signatures: provenance.signatures,
         });
         if registered.is_err() {
             if let Ok(false) = self.db.is_valid(&logical) {

@@ -239,7 +239,7 @@ fn show_bytes(bytes: &[u8], max_chars: usize) -> String {
     out
 }
 
-pub(super) fn io_error(path: &Path, source: io::Error) -> NarError {
+pub(crate) fn io_error(path: &Path, source: io::Error) -> NarError {
     NarError::Io {
         path: Some(path.to_path_buf()),
         source,
