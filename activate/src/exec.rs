@@ -173,7 +173,7 @@ fn rough(duration: Duration) -> String {
     let millis = duration.as_millis();
     match millis {
         0..=999 => format!("{}ms", millis / 10 * 10),
-        _ if millis / 100 % 10 == 0 => format!("{}s", millis / 1000),
+        _ if (millis / 100).is_multiple_of(10) => format!("{}s", millis / 1000),
         _ => format!("{}.{}s", millis / 1000, millis / 100 % 10),
     }
 }

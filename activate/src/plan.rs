@@ -106,7 +106,7 @@ pub fn scripts(
         .iter()
         .filter(|package| {
             again
-                || previous.map_or(true, |before| {
+                || previous.is_none_or(|before| {
                     !before
                         .packages
                         .iter()

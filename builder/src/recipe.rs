@@ -637,7 +637,7 @@ fn validate_health(cx: &Ctx<'_>, raw: Vec<RawHealth>) -> Result<Vec<HealthCheck>
             .command
             .get_ref()
             .first()
-            .map_or(true, String::is_empty)
+            .is_none_or(String::is_empty)
         {
             return Err(cx.err(
                 check.command.span(),

@@ -306,7 +306,7 @@ fn max_depth_is_accepted() {
     let bytes = nar(&chain(MAX_DEPTH));
     let (_tmp, dest, stats) = restore_ok(&bytes);
     assert_eq!(stats.directories, MAX_DEPTH as u64 + 1);
-    let deepest: PathBuf = std::iter::repeat("d").take(MAX_DEPTH).collect();
+    let deepest: PathBuf = std::iter::repeat_n("d", MAX_DEPTH).collect();
     assert!(dest.join(deepest).is_dir());
 }
 
