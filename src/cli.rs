@@ -20,6 +20,8 @@ Exit codes:
   8  activation FAILED: it was reverted, and the previous generation is not healthy either
   9  another activation of the profile is in flight (with --no-wait)
  10  `noodle health`: a required health check is red
+ 11  a path from a cache or bundle was refused: unsigned, signed by no trusted key, a bad
+     signature, or contents that do not match what was signed; nothing was registered
 
 Environment:
   NOODLE_ROOT        physical root of the store (as --root)
@@ -28,7 +30,16 @@ Environment:
   NOODLE_CHANNEL     the channel (a directory holding pkgs/) to build from (as --channel)
   NOODLE_PROFILE     the profile to work on (as --profile)
   NOODLE_WINDOW      default health window of activations (as --window), e.g. 30s or 5m
+  NOODLE_CONFIG      the configuration file to read instead of the default one
   NOODLE_FAILPOINT   crash testing: abort at a named failure point, e.g. add:after-rename
+
+Configuration (TOML; `--option NAME=VALUE` overrides any setting for one command):
+  /etc/noodle/noodle.toml           for the system store (root /)
+  ~/.config/noodle/noodle.toml      for a user's own store ($XDG_CONFIG_HOME/noodle/noodle.toml)
+  substituters = [\"http://cache.lan:8080\", \"file:///srv/cache\"]   asked in this order
+  trusted-public-keys = [\"cache.lan-1:BASE64\"]   only paths they signed are accepted
+  secret-key-files = [\"/etc/noodle/cache.lan-1.sec\"]   `copy --to`, `serve`, `bundle export` sign
+  require-sigs = true, connect-timeout = 5 (seconds), download-jobs = 8
 
 Files (under the root R):
   R/noodle/store/<hash>-<name>    read-only store paths
@@ -76,6 +87,11 @@ pub struct Cli {
     /// /noodle/var/profiles/system; a profile must live under R/noodle/var/profiles.
     #[arg(long, global = true, env = "NOODLE_PROFILE", value_name = "PATH")]
     pub profile: Option<PathBuf>,
+
+    /// Set a configuration option for this command, overriding noodle.toml (repeatable):
+    /// `--option substituters='http://a:8080 file:///srv/cache'`.
+    #[arg(long = "option", global = true, value_name = "NAME=VALUE")]
+    pub options: Vec<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -200,6 +216,79 @@ pub enum Command {
     /// Work with the store itself: add, inspect, verify, collect garbage.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Signing keys for binary caches and bundles.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Copy closures to a binary cache, or from one (verified) into this store.
+    ///
+    /// `--to file:///srv/cache PATH...` writes the closures of PATHs into a static cache
+    /// directory that any web server can serve as it is (cache-info, <digest>.narinfo,
+    /// nar/<filehash>.nar.zst), signing each path with the keys of `secret-key-files`.
+    /// `--from URL PATH...` fetches the closures from a cache (file:// or http://, e.g. a
+    /// peer's `noodle serve`): a path is registered only if a key of `trusted-public-keys`
+    /// signed it and its NAR hash and size match; otherwise nothing is registered (exit 11).
+    Copy(CopyArgs),
+    /// Serve this store as a binary cache for peers (narinfos made and signed on the fly,
+    /// NARs streamed and compressed), until interrupted.
+    Serve {
+        /// Address and port to listen on (port 0: any free port, printed at start).
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
+        listen: String,
+        /// Requests served at the same time.
+        #[arg(long, default_value_t = 8, value_name = "N")]
+        threads: usize,
+    },
+    /// Portable bundles: one signed file holding closures, for machines with no network.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Make an Ed25519 key pair: NAME.sec (mode 0600; keep it secret, list it in
+    /// `secret-key-files`) and NAME.pub; prints the public key, for `trusted-public-keys`.
+    Generate {
+        /// The key's name, by convention the cache's host name and a number
+        /// (`cache.example.org-1`).
+        name: String,
+        /// Where to write the two files.
+        #[arg(long, default_value = ".", value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Push into this cache (file:///dir).
+    #[arg(
+        long,
+        conflicts_with = "from",
+        required_unless_present = "from",
+        value_name = "URL"
+    )]
+    pub to: Option<String>,
+    /// Fetch from this cache (file:///dir or http://host:port).
+    #[arg(long, value_name = "URL")]
+    pub from: Option<String>,
+    /// Store paths; their whole closures are copied.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Write the closures of PATHs into one file (tar + zstd: a manifest, its signatures by
+    /// the keys of `secret-key-files`, and the NARs).
+    Export {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<String>,
+        /// The bundle file to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Check a bundle completely (signature by a trusted key, every NAR's hash and size,
+    /// closure) and only then register its paths. Prints the paths it holds.
+    Import { file: PathBuf },
 }
 
 /// How to activate: shared by every command that switches a profile.
@@ -372,7 +461,8 @@ pub enum StoreCommand {
         /// Re-hash every path (in parallel) and compare with the recorded hash.
         #[arg(long)]
         check_contents: bool,
-        /// Remove unregistered leftovers, fix metadata; report damage it cannot restore.
+        /// Remove unregistered leftovers, fix metadata, and restore damaged or missing paths
+        /// with good copies from the substituters (each swapped in atomically).
         #[arg(long)]
         repair: bool,
         /// Only these paths (default: the whole store).

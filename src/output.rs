@@ -18,9 +18,24 @@ pub const EXIT_REVERTED: u8 = 7;
 pub const EXIT_FAILED: u8 = 8;
 pub const EXIT_IN_FLIGHT: u8 = 9;
 pub const EXIT_RED: u8 = 10;
+pub const EXIT_UNTRUSTED: u8 = 11;
 
 pub fn exit_code_of(error: &anyhow::Error) -> ExitCode {
     use noodle_activate::ActivateError;
+    use noodle_cache::CacheError;
+    if let Some(error) = error.downcast_ref::<CacheError>() {
+        return match error {
+            CacheError::Untrusted { .. }
+            | CacheError::Mismatch { .. }
+            | CacheError::NarInfo { .. }
+            | CacheError::Bundle { .. }
+            | CacheError::Store(StoreError::ImportMismatch { .. }) => {
+                ExitCode::from(EXIT_UNTRUSTED)
+            }
+            CacheError::Store(e) => store_exit_code(Some(e)),
+            _ => ExitCode::FAILURE,
+        };
+    }
     use noodle_profiles::ProfileError;
     let activate_error = error.downcast_ref::<ActivateError>();
     let profile_error = match activate_error {

@@ -10,6 +10,12 @@ pub enum Event<'a> {
     Fetching { source: &'a str, location: &'a str },
     /// The output is valid already; nothing is built.
     Reused { package: &'a str, path: &'a str },
+    /// The output was fetched from a binary cache (signed by a trusted key); nothing is built.
+    Substituted {
+        package: &'a str,
+        path: &'a str,
+        from: &'a str,
+    },
     /// Another process holds the output's lock (building the same thing): waiting for it.
     Waiting { package: &'a str, path: &'a str },
     Started {
@@ -40,6 +46,9 @@ pub trait Listener: Sync {
     fn event(&self, event: &Event<'_>);
     /// A chunk of a running build's output (for `-v`).
     fn output(&self, package: &str, data: &[u8]);
+    /// Something the user should know that does not stop the session (a cache that failed:
+    /// the output is built instead).
+    fn warning(&self, _message: &str) {}
 }
 
 /// Hears nothing (library callers and tests that only want results).

@@ -40,6 +40,8 @@ pub struct Context<'a> {
     pub keep_failed: bool,
     pub cores: usize,
     pub listener: &'a dyn Listener,
+    /// Binary caches asked for outputs before they are built.
+    pub substituter: Option<&'a dyn noodle_store::Substitute>,
 }
 
 #[derive(Debug)]

@@ -633,12 +633,7 @@ fn validate_health(cx: &Ctx<'_>, raw: Vec<RawHealth>) -> Result<Vec<HealthCheck>
                 format!("a health check named {name:?} already exists in this recipe"),
             ));
         }
-        if check
-            .command
-            .get_ref()
-            .first()
-            .is_none_or(String::is_empty)
-        {
+        if check.command.get_ref().first().is_none_or(String::is_empty) {
             return Err(cx.err(
                 check.command.span(),
                 &format!("{key}.command"),

@@ -275,6 +275,49 @@ impl Prepared {
         })
     }
 
+    /// Asks the substituters for the outputs that would be built: the targets first (their
+    /// dependencies are then not needed at all), then whatever is still to build. Returns the
+    /// steps left and the outputs fetched.
+    fn substitute(
+        &self,
+        store: &mut Store,
+        ctx: &Context<'_>,
+    ) -> Result<(Vec<Step>, BTreeSet<String>), BuildError> {
+        let mut steps = self.steps(store)?;
+        let mut substituted = BTreeSet::new();
+        let Some(substituter) = ctx.substituter else {
+            return Ok((steps, substituted));
+        };
+        let roots: BTreeSet<String> = self.root_outputs(store)?.into_iter().collect();
+        let warn = |why: &str| ctx.listener.warning(why);
+        for round in [true, false] {
+            let wanted: Vec<&Step> = steps
+                .iter()
+                .filter(|s| s.action == "build" && (!round || roots.contains(&s.path)))
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let paths: Vec<String> = wanted.iter().map(|s| s.path.clone()).collect();
+            let fetched: BTreeSet<String> = substituter
+                .substitute(store, &paths, &warn)
+                .into_iter()
+                .collect();
+            for step in wanted.iter().filter(|s| fetched.contains(&s.path)) {
+                ctx.listener.event(&Event::Substituted {
+                    package: &step.package,
+                    path: &step.path,
+                    from: &substituter.origin(),
+                });
+            }
+            if !fetched.is_empty() {
+                steps = self.steps(store)?;
+            }
+            substituted.extend(fetched);
+        }
+        Ok((steps, substituted))
+    }
+
     /// Fetches the sources the builds in `steps` need, one after the other, before any
     /// sandbox starts.
     fn fetch_sources(
@@ -336,12 +379,14 @@ impl Prepared {
         jobs: usize,
         limits: &Limits,
     ) -> Result<Vec<String>, BuildError> {
-        let steps = self.steps(store)?;
+        let (steps, substituted) = self.substitute(store, ctx)?;
         for step in steps.iter().filter(|s| s.action == "reuse") {
-            ctx.listener.event(&Event::Reused {
-                package: &step.package,
-                path: &step.path,
-            });
+            if !substituted.contains(&step.path) {
+                ctx.listener.event(&Event::Reused {
+                    package: &step.package,
+                    path: &step.path,
+                });
+            }
             // An output built elsewhere (or by a run that crashed before writing the lock)
             // still gets its NAR hash into the lockfile.
             let id = self.id_of(&step.package).clone();

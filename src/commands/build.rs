@@ -93,6 +93,15 @@ impl Reporter {
 }
 
 impl Listener for Reporter {
+    fn warning(&self, message: &str) {
+        if self.json {
+            let text = serde_json::json!({"event": "warning", "message": message});
+            let _ = writeln!(std::io::stdout().lock(), "{text}");
+        } else {
+            self.line(format!("warning: {message}"));
+        }
+    }
+
     fn event(&self, event: &Event<'_>) {
         if self.json {
             if let Ok(text) = serde_json::to_string(event) {
@@ -106,6 +115,11 @@ impl Listener for Reporter {
                 self.line(format!("fetching {source} from {location}"))
             }
             Event::Reused { package, path } => self.line(format!("reusing {package}: {path}")),
+            Event::Substituted {
+                package,
+                path,
+                from,
+            } => self.line(format!("fetched {package} from {from}: {path}")),
             Event::Waiting { package, .. } => self.line(format!(
                 "waiting for another process that is building {package}"
             )),
@@ -166,6 +180,7 @@ pub(super) struct Runner {
     root: PathBuf,
     keep_failed: bool,
     pub cores: usize,
+    substituter: Option<noodle_cache::substitute::Substituter>,
 }
 
 impl Runner {
@@ -177,6 +192,11 @@ impl Runner {
             root: store.dirs().root.clone(),
             keep_failed,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            substituter: {
+                let settings = crate::commands::distribution::settings(cli)?;
+                let substituter = crate::commands::distribution::substituter(&settings, None)?;
+                (!substituter.is_empty()).then_some(substituter)
+            },
         })
     }
 
@@ -187,6 +207,10 @@ impl Runner {
             keep_failed: self.keep_failed,
             cores: self.cores,
             listener: &self.reporter,
+            substituter: self
+                .substituter
+                .as_ref()
+                .map(|s| s as &dyn noodle_store::Substitute),
         }
     }
 }

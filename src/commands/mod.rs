@@ -2,6 +2,7 @@
 
 pub mod activation;
 mod build;
+pub mod distribution;
 mod profile;
 mod store;
 
@@ -60,6 +61,10 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::History { stats } => activation::history(cli, *stats),
         Command::Health => activation::health(cli),
         Command::Profile(command) => profile::run(cli, command),
+        Command::Key(command) => distribution::key(cli, command),
+        Command::Copy(args) => distribution::copy(cli, args),
+        Command::Serve { listen, threads } => distribution::serve(cli, listen, *threads),
+        Command::Bundle(command) => distribution::bundle(cli, command),
     }
 }
 

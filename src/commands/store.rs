@@ -250,7 +250,19 @@ fn verify(
         repair,
         paths: logical,
     };
-    let report = store.verify(&options, &Bars::new(cli))?;
+    // Restoring from the substituters is only worth configuring them for with --repair.
+    let substituter = match repair {
+        true => {
+            let settings = crate::commands::distribution::settings(cli)?;
+            Some(crate::commands::distribution::substituter(&settings, None)?)
+        }
+        false => None,
+    };
+    let restore = substituter
+        .as_ref()
+        .filter(|s| !s.is_empty())
+        .map(|s| s as &dyn noodle_store::Restore);
+    let report = store.verify_restoring(&options, &Bars::new(cli), restore)?;
     if cli.json {
         output::json(&report)?;
     } else {

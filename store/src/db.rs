@@ -608,6 +608,22 @@ impl Db {
             rows.collect()
         })
     }
+
+    /// The valid path `<store_dir>/<digest>-<name>` whatever its name (a binary cache is asked
+    /// by digest alone). A range over the path index: every such path sorts between
+    /// `<digest>-` and `<digest>.` ('.' follows '-' in ASCII).
+    pub fn path_by_digest(&self, store_dir: &str, digest: &str) -> Result<Option<String>> {
+        let low = format!("{store_dir}/{digest}-");
+        let high = format!("{store_dir}/{digest}.");
+        self.retry(|c| {
+            c.query_row(
+                "SELECT path FROM paths WHERE path >= ?1 AND path < ?2 ORDER BY path LIMIT 1",
+                [&low, &high],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub mod progress;
 pub mod refscan;
 pub mod roots;
 pub mod store;
+pub mod substitute;
 pub mod sync;
 pub mod verify;
 
@@ -37,4 +38,5 @@ pub use optimise::OptimiseReport;
 pub use path::{StoreDir, StorePath};
 pub use progress::{Progress, Silent};
 pub use store::Store;
-pub use verify::{Problem, ProblemKind, VerifyOptions, VerifyReport};
+pub use substitute::Substitute;
+pub use verify::{Problem, ProblemKind, Restore, VerifyOptions, VerifyReport};

@@ -23,6 +23,14 @@ pub struct VerifyOptions {
     pub paths: Vec<String>,
 }
 
+/// Gets a good copy of a valid path from elsewhere (a binary cache) and swaps it in: how
+/// `verify --repair` restores damaged or missing paths without this crate knowing of caches.
+pub trait Restore {
+    /// Where copies come from, for messages.
+    fn origin(&self) -> String;
+    fn restore(&self, store: &mut Store, path: &str) -> std::result::Result<(), String>;
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProblemKind {
@@ -222,6 +230,16 @@ impl Store {
         options: &VerifyOptions,
         progress: &dyn Progress,
     ) -> Result<VerifyReport> {
+        self.verify_restoring(options, progress, None)
+    }
+
+    /// [`Store::verify`]; with `--repair`, damaged and missing paths are restored by `restore`.
+    pub fn verify_restoring(
+        &mut self,
+        options: &VerifyOptions,
+        progress: &dyn Progress,
+        restore: Option<&dyn Restore>,
+    ) -> Result<VerifyReport> {
         // Repairs remove and change files: keep collections and new temporary roots out.
         let _lock = if options.repair {
             Some(GcLock::exclusive(&self.dirs)?)
@@ -357,12 +375,12 @@ impl Store {
         }
 
         if options.repair {
-            self.repair(&mut report)?;
+            self.repair(&mut report, restore)?;
         }
         Ok(report)
     }
 
-    fn repair(&mut self, report: &mut VerifyReport) -> Result<()> {
+    fn repair(&mut self, report: &mut VerifyReport, restore: Option<&dyn Restore>) -> Result<()> {
         let store = self.dirs.store();
         for problem in &mut report.problems {
             let base = problem
@@ -371,6 +389,23 @@ impl Store {
                 .next()
                 .unwrap_or_default()
                 .to_owned();
+            if matches!(problem.kind, ProblemKind::Damaged | ProblemKind::Missing) {
+                if let Some(restore) = restore {
+                    match restore.restore(self, &problem.path) {
+                        Ok(()) => {
+                            problem.repaired = true;
+                            problem
+                                .details
+                                .push(format!("restored a good copy from {}", restore.origin()));
+                            continue;
+                        }
+                        Err(why) => problem.details.push(format!(
+                            "cannot be restored from {}: {why}",
+                            restore.origin()
+                        )),
+                    }
+                }
+            }
             match problem.kind {
                 ProblemKind::Unregistered => {
                     canon::remove_tree(&store.join(&base))?;
@@ -401,7 +436,9 @@ impl Store {
                     }
                 }
                 ProblemKind::Damaged => {
-                    problem.details.push("cannot be restored here: there is no binary cache to fetch a good copy from; delete the path and add it again".into());
+                    if restore.is_none() {
+                        problem.details.push("cannot be restored: no substituters are configured to fetch a good copy from (see `substituters` in noodle.toml); or delete the path and add it again".into());
+                    }
                 }
             }
         }

@@ -65,7 +65,9 @@ impl Noodle {
             .env_remove("NOODLE_FAILPOINT")
             .env_remove("NOODLE_ROOT")
             // Each check runs once: tests of the health window pass --window themselves.
-            .env("NOODLE_WINDOW", "0");
+            .env("NOODLE_WINDOW", "0")
+            // Settings come from the test's own file (absent: defaults), never the user's.
+            .env("NOODLE_CONFIG", self.dir.path().join("noodle.toml"));
         command
     }
 

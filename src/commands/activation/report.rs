@@ -203,7 +203,7 @@ fn median(mut values: Vec<i64>) -> Option<f64> {
     }
     values.sort_unstable();
     let mid = values.len() / 2;
-    Some(if values.len() % 2 == 0 {
+    Some(if values.len().is_multiple_of(2) {
         (values[mid - 1] + values[mid]) as f64 / 2.0
     } else {
         values[mid] as f64
@@ -247,7 +247,7 @@ pub fn history(cli: &Cli, stats: bool) -> anyhow::Result<ExitCode> {
         let durations = |s: Option<State>| {
             median(
                 all.iter()
-                    .filter(|a| s.map_or(true, |s| a.state == s))
+                    .filter(|a| s.is_none_or(|s| a.state == s))
                     .filter_map(Activation::duration_us)
                     .collect(),
             )
