@@ -196,6 +196,9 @@ fn write_bundle(
     let mut encoder = zstd::Encoder::new(file, ZSTD_LEVEL)?;
     // A flipped bit anywhere in the frame is then caught on import, before anything is used.
     encoder.include_checksum(true)?;
+    // Compression is the slow step of an export: it runs on every core, beside the reading.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    encoder.multithread(threads as u32)?;
     let mut tar = tar::Builder::new(encoder);
     tar.append_data(&mut header(manifest.len() as u64), MANIFEST, manifest)?;
     tar.append_data(&mut header(signatures.len() as u64), SIGNATURES, signatures)?;

@@ -23,8 +23,10 @@ const MAX_SIGNATURES: u64 = 1 << 20;
 const HASH_BUFFER: usize = 256 * 1024;
 
 /// Imports the paths of the bundle at `file` that are not valid yet. The manifest must carry
-/// a signature by one of `trusted` unless `require_sigs` is false. On any error nothing is
-/// registered and nothing is left in the store's `var/tmp`.
+/// a signature by one of `trusted` unless `require_sigs` is false. A bundle that is wrong in
+/// any way is refused whole (`CacheError::Bundle`): nothing registered, nothing left in the
+/// store's `var/tmp`. Only a failure of the store itself while committing (a full disk) can
+/// leave part of the closure in: each committed path then is complete, with its references.
 pub fn import(
     store: &mut Store,
     file: &Path,
