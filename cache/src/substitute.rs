@@ -253,12 +253,16 @@ impl Substituter {
                 .iter()
                 .map(|o| (o.info.store_path.clone(), o.info.references.clone())),
         );
+        let mut ordered = Vec::with_capacity(order.len());
+        for path in &order {
+            let (one, file_bytes) = staged.remove(path).expect("every offer was staged");
+            report.file_bytes += file_bytes;
+            ordered.push(one);
+        }
+        store.commit_all(ordered)?;
         for path in order {
-            let (one, file_bytes) = staged.remove(&path).expect("every offer was staged");
-            store.commit_staged(one)?;
             let offer = by_path[path.as_str()];
             report.nar_bytes += offer.info.nar_size;
-            report.file_bytes += file_bytes;
             on_fetched(offer);
             report.fetched.push(path);
         }

@@ -305,7 +305,25 @@ impl Store {
     /// Moves a staged path into the store and registers it with its signatures. Its
     /// references other than itself must be valid already: commit in dependency order.
     /// A path that is valid already is left as it is (`added: false`).
-    pub fn commit_staged(&mut self, mut staged: Staged) -> Result<Added> {
+    pub fn commit_staged(&mut self, staged: Staged) -> Result<Added> {
+        self.commit(staged, false)
+    }
+
+    /// Commits staged paths in the order given (dependency order), with one `syncfs` for all
+    /// of them instead of a sync per path. Stops at the first failure; what was committed
+    /// before it stays valid (each with its references).
+    pub fn commit_all(&mut self, staged: Vec<Staged>) -> Result<Vec<Added>> {
+        if staged.is_empty() {
+            return Ok(Vec::new());
+        }
+        sync::syncfs(&self.dirs.tmp())?;
+        staged
+            .into_iter()
+            .map(|one| self.commit(one, true))
+            .collect()
+    }
+
+    fn commit(&mut self, mut staged: Staged, synced: bool) -> Result<Added> {
         let expected = staged.expected.clone();
         let path = self.dirs.store_dir.parse_path(&expected.path)?;
         let mut references = expected.references.clone();
@@ -358,6 +376,7 @@ impl Store {
                 ca: expected.ca.as_deref(),
                 deriver: expected.deriver.as_deref(),
                 signatures: &expected.signatures,
+                synced,
                 points: [
                     "import:before-rename",
                     "import:after-rename",

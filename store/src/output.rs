@@ -32,6 +32,8 @@ pub(crate) struct Provenance<'a> {
     pub(crate) deriver: Option<&'a str>,
     pub(crate) signatures: &'a [String],
     pub(crate) points: [&'static str; 3],
+    /// The caller synced the staged tree already (one syncfs for a whole closure).
+    pub(crate) synced: bool,
 }
 
 /// Why a build's output may not enter the store.
@@ -136,6 +138,7 @@ impl Store {
                 ca: None,
                 deriver: Some(plan_hash),
                 signatures: &[],
+                synced: false,
                 points: [
                     "build:before-rename",
                     "build:after-rename",
@@ -209,6 +212,7 @@ impl Store {
                 ca: Some(&ca),
                 deriver: None,
                 signatures: &[],
+                synced: false,
                 points: [
                     "add-staged:before-rename",
                     "add-staged:after-rename",
@@ -283,7 +287,9 @@ impl Store {
         let [before_rename, after_rename, after_register] = provenance.points;
         let dest = self.physical(path);
         canon::remove_tree(&dest)?;
-        sync::sync_tree(staged, &scanned.layout)?;
+        if !provenance.synced {
+            sync::sync_tree(staged, &scanned.layout)?;
+        }
         failpoint::hit(before_rename);
         // Moving a directory to another parent rewrites its `..` entry, which needs write
         // permission on it (for anyone but root): read-only comes after the move.

@@ -84,20 +84,21 @@ fn read_and_commit(
         signed_by: listing.signed_by,
     };
     // Dependency order (checked with the manifest): each path's references are in already.
+    let mut staged = Vec::new();
     for listed in listing.paths {
         match listed.staged {
-            Some(staged) => {
-                let added = store.commit_staged(staged)?;
-                match added.added {
-                    true => report.paths.push(added.path),
-                    false => report.already_valid += 1,
-                }
-            }
+            Some(one) => staged.push(one),
             None => {
                 // Valid when the bundle was read, and protected since: still valid.
                 store.valid_path(&listed.expected.path)?;
                 report.already_valid += 1;
             }
+        }
+    }
+    for added in store.commit_all(staged)? {
+        match added.added {
+            true => report.paths.push(added.path),
+            false => report.already_valid += 1,
         }
     }
     Ok(report)
