@@ -28,6 +28,7 @@ pub fn exit_code_of(error: &anyhow::Error) -> ExitCode {
             CacheError::Untrusted { .. }
             | CacheError::Mismatch { .. }
             | CacheError::NarInfo { .. }
+            | CacheError::Corrupt { .. }
             | CacheError::Bundle { .. }
             | CacheError::Store(StoreError::ImportMismatch { .. }) => {
                 ExitCode::from(EXIT_UNTRUSTED)

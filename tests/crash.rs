@@ -15,7 +15,15 @@ use noodle_store::failpoint;
 /// The operations the failure points belong to, by the prefix of their names.
 const FAMILIES: &[&str] = &["add", "delete", "gc", "optimise"];
 /// Families whose points are driven by other test files.
-const TESTED_ELSEWHERE: &[&str] = &["build", "add-staged", "profile", "activate"]; // tests/build_crash.rs, tests/profile_crash.rs
+// tests/build_crash.rs, tests/profile_crash.rs, tests/activation_crash.rs, tests/distribution_crash.rs
+const TESTED_ELSEWHERE: &[&str] = &[
+    "build",
+    "add-staged",
+    "profile",
+    "activate",
+    "import",
+    "repair",
+];
 
 /// What happens between the crash and the final checks.
 #[derive(Debug, Clone, Copy)]

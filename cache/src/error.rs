@@ -32,6 +32,12 @@ pub enum CacheError {
         expected: String,
         actual: String,
     },
+    /// What a cache sent is corrupt: not the archive its signed narinfo describes.
+    #[error("{url}: {why}; nothing was registered")]
+    Corrupt { url: String, why: String },
+    /// A narinfo or cache-info that is not text.
+    #[error("{url}: not UTF-8 text; the cache is corrupt or not a noodle cache")]
+    NotText { url: String },
     /// A cache could not be reached or answered with an error.
     #[error("{url}: {why}")]
     Transport { url: String, why: String },

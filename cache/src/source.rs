@@ -22,15 +22,18 @@ pub trait Cache: Send + Sync {
         let Some(reader) = self.get(rel)? else {
             return Ok(None);
         };
-        let mut text = String::new();
+        let mut bytes = Vec::new();
         // A narinfo is a few hundred bytes; a cache answering megabytes is not a cache.
         reader
             .take(MAX_TEXT + 1)
-            .read_to_string(&mut text)
+            .read_to_end(&mut bytes)
             .map_err(|e| self.transport(&format!("reading {rel}: {e}")))?;
-        if text.len() as u64 > MAX_TEXT {
+        if bytes.len() as u64 > MAX_TEXT {
             return Err(self.transport(&format!("{rel} is larger than {MAX_TEXT} bytes")));
         }
+        let text = String::from_utf8(bytes).map_err(|_| CacheError::NotText {
+            url: format!("{}/{rel}", self.url()),
+        })?;
         Ok(Some(text))
     }
 
@@ -198,7 +201,11 @@ impl Cache for HttpCache {
             }),
             Err(ureq::Error::Transport(e)) => Err(CacheError::Transport {
                 url,
-                why: format!("{e} (is the cache up? check the URL and your network)"),
+                why: format!(
+                    "{}{} (is the cache up? check the URL and your network)",
+                    e.kind(),
+                    e.message().map(|m| format!(": {m}")).unwrap_or_default()
+                ),
             }),
         }
     }

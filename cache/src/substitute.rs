@@ -120,10 +120,18 @@ impl Substituter {
         let name = narinfo_name(&parsed);
         let mut refused = None;
         for cache in caches {
-            let Some(text) = cache.get_text(&name)? else {
-                continue;
-            };
             let url = format!("{}/{name}", cache.url());
+            let text = match cache.get_text(&name) {
+                Ok(Some(text)) => text,
+                Ok(None) => continue,
+                Err(CacheError::NotText { .. }) => {
+                    return Err(CacheError::NarInfo {
+                        url,
+                        why: "it is not UTF-8 text".into(),
+                    })
+                }
+                Err(e) => return Err(e),
+            };
             let info = NarInfo::parse(&url, &text, store_dir)?;
             if info.store_path != path {
                 return Err(CacheError::NarInfo {
@@ -343,14 +351,10 @@ fn download(
 ) -> Result<(Staged, u64)> {
     let info = &offer.info;
     let url = format!("{}/{}", cache.url(), info.url);
-    let context = |e: &dyn std::fmt::Display| CacheError::Transport {
-        url: url.clone(),
-        why: e.to_string(),
-    };
     let body = cache.get(&info.url)?.ok_or_else(|| CacheError::Transport {
         url: url.clone(),
         why: format!(
-            "the narinfo of {} names this file but the cache does not have it: the cache is incomplete",
+            "{}: its narinfo names this file but the cache does not have it (an incomplete cache)",
             info.store_path
         ),
     })?;
@@ -358,6 +362,7 @@ fn download(
         inner: body,
         hasher: blake3::Hasher::new(),
         read: 0,
+        cut: false,
     };
     let expected = Expected {
         path: info.store_path.clone(),
@@ -369,25 +374,42 @@ fn download(
         signatures: info.signatures.clone(),
     };
     let advance = |n| progress.advance(n);
-    let staged = match info.compression {
-        Compression::Zstd => {
-            let mut decoder = zstd::Decoder::new(&mut received).map_err(|e| context(&e))?;
+    let staged: std::result::Result<Staged, String> = match info.compression {
+        Compression::Zstd => (|| {
+            let mut decoder = zstd::Decoder::new(&mut received).map_err(|e| e.to_string())?;
             let staged =
-                stage_nar(dirs, &mut decoder, expected, &advance).map_err(|e| context(&e))?;
+                stage_nar(dirs, &mut decoder, expected, &advance).map_err(|e| e.to_string())?;
             // The frame's end (and its checksum) comes after the archive's last byte.
             let mut rest = [0u8; 1];
-            if decoder.read(&mut rest).map_err(|e| context(&e))? != 0 {
-                return Err(context(
-                    &"data after the end of the NAR: the file is corrupt",
-                ));
+            if decoder.read(&mut rest).map_err(|e| e.to_string())? != 0 {
+                return Err("data after the end of the NAR: the file is corrupt".to_owned());
             }
-            staged
-        }
+            Ok(staged)
+        })(),
         Compression::None => {
-            stage_nar(dirs, &mut received, expected, &advance).map_err(|e| context(&e))?
+            stage_nar(dirs, &mut received, expected, &advance).map_err(|e| e.to_string())
         }
     };
-    io::copy(&mut received, &mut io::sink()).map_err(|e| context(&e))?;
+    // A read that failed below the decoder is the connection's fault (retry); anything else
+    // is what the cache sent (refused).
+    let failed = |why: String, cut: bool| {
+        let why = match why.starts_with(&info.store_path) {
+            true => why,
+            false => format!("{}: {why}", info.store_path),
+        };
+        match cut {
+            true => CacheError::Transport {
+                url: url.clone(),
+                why: format!("{why}; the download was cut: run the command again to retry"),
+            },
+            false => CacheError::Corrupt {
+                url: url.clone(),
+                why,
+            },
+        }
+    };
+    let staged = staged.map_err(|why| failed(why, received.cut))?;
+    io::copy(&mut received, &mut io::sink()).map_err(|e| failed(e.to_string(), received.cut))?;
     let file_hash = Blake3::from(received.hasher.finalize());
     if let Some(size) = info.file_size.filter(|size| *size != received.read) {
         return Err(CacheError::Mismatch {
@@ -415,11 +437,13 @@ struct CountingReader<R> {
     inner: R,
     hasher: blake3::Hasher,
     read: u64,
+    /// Reading from the cache itself failed (as opposed to what was read being wrong).
+    cut: bool,
 }
 
 impl<R: Read> Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let n = self.inner.read(buf).inspect_err(|_| self.cut = true)?;
         self.hasher.update(&buf[..n]);
         self.read += n as u64;
         Ok(n)

@@ -2,6 +2,8 @@
 //! real `noodle` binary run against it.
 #![allow(dead_code)]
 
+pub mod badcache;
+pub mod cache;
 pub mod channel;
 pub mod profile;
 

@@ -54,6 +54,7 @@ pub struct Server {
 
 /// How often idle workers look at the stop flag.
 const POLL: Duration = Duration::from_millis(200);
+
 /// What a worker tells the log about one request.
 struct Served {
     status: u16,
@@ -306,9 +307,8 @@ impl Server {
             references: info.references.clone(),
             deriver: info.deriver.clone(),
             ca: info.ca.clone(),
-            // TODO(lead): `info.signatures.clone()` once PathInfo records them; until then
-            // only this server's own signatures are sent.
-            signatures: Vec::new(),
+            // Those it came with (from a cache or bundle), then the server's own.
+            signatures: info.signatures.clone(),
         };
         let fingerprint = narinfo.fingerprint();
         for key in &self.keys {

@@ -1,157 +1,16 @@
 //! A real store served on 127.0.0.1, fetched the way a peer would.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+mod fixture;
+
+use std::io::Read;
 use std::time::Duration;
 
-use noodle_store::db::PathInfo;
-use noodle_store::{AddOptions, Blake3, Silent, Store, StorePath};
+use noodle_store::Blake3;
 
 use super::{ServeOptions, Server};
 use crate::keys::{self, SecretKey};
 use crate::narinfo::{CacheInfo, Compression, NarInfo};
-
-/// Incompressible, and bigger than the socket buffers: a peer that stops reading leaves the
-/// worker sending it blocked.
-const BIG: usize = 12 << 20;
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    root: std::path::PathBuf,
-    key: SecretKey,
-    /// A small path, and one referring to it with a big file.
-    lib: PathInfo,
-    app: PathInfo,
-}
-
-fn pseudo_random(len: usize) -> Vec<u8> {
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
-fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("root");
-    let mut store = Store::init(&root, None).expect("init");
-    let src = dir.path().join("src");
-    let lib_src = src.join("lib");
-    std::fs::create_dir_all(lib_src.join("share")).expect("mkdir");
-    std::fs::write(lib_src.join("share/data"), "hello\n").expect("write");
-    let tool = lib_src.join("tool");
-    std::fs::write(&tool, "#!/bin/sh\necho hi\n").expect("write");
-    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::os::unix::fs::symlink("share/data", lib_src.join("link")).expect("symlink");
-    let options = AddOptions {
-        scan_references: true,
-        ..AddOptions::default()
-    };
-    let lib = store
-        .add_tree(&lib_src, &options, &Silent)
-        .expect("add lib");
-
-    let app_src = src.join("app");
-    std::fs::create_dir_all(&app_src).expect("mkdir");
-    std::fs::write(app_src.join("uses"), format!("{}/tool\n", lib.path)).expect("write");
-    std::fs::write(app_src.join("big"), pseudo_random(BIG)).expect("write");
-    let app = store
-        .add_tree(&app_src, &options, &Silent)
-        .expect("add app");
-    assert_eq!(
-        app.references,
-        [lib.path.as_str()],
-        "the fixture needs a reference"
-    );
-
-    let info = |path: &str| store.db().path_info(path).expect("query").expect("valid");
-    let (lib, app) = (info(&lib.path), info(&app.path));
-    Fixture {
-        _dir: dir,
-        root,
-        key: SecretKey::generate("test-cache-1").expect("key"),
-        lib,
-        app,
-    }
-}
-
-fn digest(path: &str) -> String {
-    let base = path.rsplit('/').next().expect("a path");
-    StorePath::from_base_name(base)
-        .expect("store path")
-        .digest()
-        .to_owned()
-}
-
-fn nar_url(base: &str, info: &PathInfo) -> String {
-    let hash = Blake3::parse(&info.nar_hash).expect("hash");
-    format!(
-        "{base}/nar/{}-{}.nar.zst",
-        digest(&info.path),
-        hash.to_hex()
-    )
-}
-
-/// Runs a server on the fixture's store for the duration of `body`; returns its log.
-fn with_server(fx: &Fixture, threads: usize, body: impl FnOnce(&str)) -> Vec<String> {
-    let options = ServeOptions {
-        listen: "127.0.0.1:0".into(),
-        keys: vec![fx.key.clone()],
-        priority: 40,
-        threads,
-    };
-    let server = Server::bind(&fx.root, options).expect("bind");
-    let base = format!("http://{}", server.local_addr());
-    let stop = AtomicBool::new(false);
-    let lines = Mutex::new(Vec::new());
-    let log = |line: &str| lines.lock().expect("log").push(line.to_owned());
-    std::thread::scope(|scope| {
-        let running = scope.spawn(|| server.run(&stop, &log));
-        body(&base);
-        stop.store(true, Ordering::Relaxed);
-        running.join().expect("run").expect("serve");
-    });
-    lines.into_inner().expect("log")
-}
-
-fn status_of(result: Result<ureq::Response, ureq::Error>) -> u16 {
-    match result {
-        Ok(response) => response.status(),
-        Err(ureq::Error::Status(code, _)) => code,
-        Err(e) => panic!("transport error: {e}"),
-    }
-}
-
-/// A request exactly as written: a URL library would normalise away what is being tested.
-fn raw(base: &str, request_line: &str, headers: &str) -> (String, Vec<u8>) {
-    let mut stream = TcpStream::connect(base.trim_start_matches("http://")).expect("connect");
-    write!(
-        stream,
-        "{request_line}\r\nHost: test\r\nConnection: close\r\n{headers}\r\n"
-    )
-    .expect("send");
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).expect("read");
-    let end = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a header");
-    let head = String::from_utf8_lossy(&answer[..end]).into_owned();
-    (head, answer[end + 4..].to_vec())
-}
-
-fn status_line(head: &str) -> &str {
-    head.lines().next().expect("status line")
-}
+use fixture::*;
 
 #[test]
 fn cache_info_names_the_store() {
@@ -210,6 +69,48 @@ fn narinfo_describes_the_path_and_is_signed() {
             .any(|l| l.contains(".narinfo") && l.contains(" 200 ")),
         "{log:?}"
     );
+}
+
+#[test]
+fn stored_signatures_are_served_beside_the_servers_own() {
+    let fx = fixture();
+    let lib = &fx.lib;
+    let nar_hash = Blake3::parse(&lib.nar_hash).expect("hash");
+    let fingerprint = keys::fingerprint(&lib.path, &nar_hash, lib.nar_size, &lib.references);
+    let upstream = SecretKey::generate("upstream-1").expect("key");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        // Signed upstream: both signatures.
+        (vec![upstream.sign(&fingerprint)], 2),
+        // Already signed by this server's key: not twice.
+        (vec![fx.key.sign(&fingerprint)], 1),
+    ];
+    for (n, (stored, count)) in cases.into_iter().enumerate() {
+        let peer = imported_lib(&fx, &dir.path().join(n.to_string()), stored.clone());
+        assert_eq!(peer.lib.signatures, stored, "the store keeps them");
+        with_server(&peer, 1, |base| {
+            let url = format!("{base}/{}.narinfo", digest(&lib.path));
+            let text = ureq::get(&url)
+                .call()
+                .expect("get")
+                .into_string()
+                .expect("text");
+            let store_dir = noodle_store::StoreDir::new("/noodle/store").expect("dir");
+            let info = NarInfo::parse(&url, &text, &store_dir).expect("parse");
+            assert_eq!(info.signatures.len(), count, "{text}");
+            assert_eq!(info.signatures[0], stored[0], "stored ones first");
+            assert!(info.signatures.contains(&fx.key.sign(&fingerprint)));
+            for key in [&upstream, &fx.key] {
+                let by: Vec<_> = info
+                    .signatures
+                    .iter()
+                    .filter(|s| s.starts_with(&format!("{}:", key.name())))
+                    .collect();
+                assert!(by.len() <= 1, "{text}");
+                assert!(by.iter().all(|s| key.public().verify(&fingerprint, s)));
+            }
+        });
+    }
 }
 
 #[test]
@@ -345,21 +246,28 @@ fn a_damaged_path_is_refused_not_served() {
     assert!(line.contains("noodle store verify"), "{line}");
 }
 
-fn make_writable(dir: &Path) {
-    for entry in walk(dir) {
-        let mode = if entry.is_dir() { 0o755 } else { 0o644 };
-        if !entry.is_symlink() {
-            std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(mode)).expect("chmod");
-        }
-    }
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![dir.to_owned()];
-    if dir.is_dir() && !dir.is_symlink() {
-        for entry in std::fs::read_dir(dir).expect("read_dir") {
-            out.extend(walk(&entry.expect("entry").path()));
-        }
-    }
-    out
+#[test]
+fn bind_errors_name_the_address_or_the_store() {
+    let fx = fixture();
+    let options = |listen: String| ServeOptions {
+        listen,
+        keys: Vec::new(),
+        priority: 40,
+        threads: 1,
+    };
+    let first = Server::bind(&fx.root, options("127.0.0.1:0".into())).expect("bind");
+    let taken = first.local_addr().to_string();
+    let err = Server::bind(&fx.root, options(taken.clone()))
+        .err()
+        .expect("the port is taken");
+    assert!(
+        err.to_string()
+            .contains(&format!("cannot listen on {taken}")),
+        "{err}"
+    );
+    let nowhere = tempfile::tempdir().expect("tempdir");
+    let err = Server::bind(nowhere.path(), options("127.0.0.1:0".into()))
+        .err()
+        .expect("no store there");
+    assert!(err.to_string().contains("noodle init"), "{err}");
 }
