@@ -12,6 +12,7 @@ pub mod error;
 pub mod keys;
 pub mod narinfo;
 mod order;
+mod pipe;
 pub mod push;
 pub mod serve;
 pub mod source;

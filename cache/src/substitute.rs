@@ -20,6 +20,7 @@ use crate::error::{CacheError, Result};
 use crate::keys::TrustedKeys;
 use crate::narinfo::{narinfo_name, CacheInfo, Compression, NarInfo, CACHE_INFO};
 use crate::order::dependency_order;
+use crate::pipe;
 use crate::source::{self, Cache};
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -358,7 +359,7 @@ fn download(
             info.store_path
         ),
     })?;
-    let mut received = CountingReader {
+    let received = CountingReader {
         inner: body,
         hasher: blake3::Hasher::new(),
         read: 0,
@@ -374,21 +375,39 @@ fn download(
         signatures: info.signatures.clone(),
     };
     let advance = |n| progress.advance(n);
-    let staged: std::result::Result<Staged, String> = match info.compression {
-        Compression::Zstd => (|| {
-            let mut decoder = zstd::Decoder::new(&mut received).map_err(|e| e.to_string())?;
-            let staged =
-                stage_nar(dirs, &mut decoder, expected, &advance).map_err(|e| e.to_string())?;
-            // The frame's end (and its checksum) comes after the archive's last byte.
-            let mut rest = [0u8; 1];
-            if decoder.read(&mut rest).map_err(|e| e.to_string())? != 0 {
-                return Err("data after the end of the NAR: the file is corrupt".to_owned());
+    // Decompression runs on its own thread, beside the unpacking and hashing: a large NAR
+    // then uses two cores instead of waiting on one.
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let (staged, received) = std::thread::scope(|scope| {
+        let (mut writer, mut reader) = pipe::pipe(&never);
+        let compression = info.compression;
+        let decoding = scope.spawn(move || {
+            let mut received = received;
+            let copied = match compression {
+                Compression::Zstd => zstd::Decoder::new(&mut received)
+                    .and_then(|mut decoder| io::copy(&mut decoder, &mut writer)),
+                Compression::None => io::copy(&mut received, &mut writer),
+            };
+            // Reading to the end also reads the frame's checksum (after the archive's last
+            // byte) and whatever follows it, which the archive's parser then refuses.
+            match copied {
+                Ok(_) => {
+                    let _ = writer.finish();
+                }
+                Err(e) => writer.fail(e),
             }
-            Ok(staged)
-        })(),
-        Compression::None => {
-            stage_nar(dirs, &mut received, expected, &advance).map_err(|e| e.to_string())
-        }
+            received
+        });
+        let staged = stage_nar(dirs, &mut reader, expected, &advance).map_err(|e| e.to_string());
+        drop(reader);
+        let received = decoding
+            .join()
+            .map_err(|_| "the decompressing thread panicked".to_owned());
+        (staged, received)
+    });
+    let mut received = match received {
+        Ok(received) => received,
+        Err(why) => return Err(CacheError::Io(io::Error::other(why))),
     };
     // A read that failed below the decoder is the connection's fault (retry); anything else
     // is what the cache sent (refused).

@@ -10,7 +10,7 @@
 //! seen at once. A path collected while its NAR is being sent ends the transfer with an
 //! error; the peer checks what it received against the narinfo anyway.
 
-mod pipe;
+use crate::pipe;
 mod route;
 mod stream;
 #[cfg(test)]

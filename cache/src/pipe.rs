@@ -1,7 +1,8 @@
-//! A bounded pipe from the thread that dumps and compresses a NAR to the thread that writes
-//! it to the socket: at most `DEPTH` chunks in flight, so memory does not grow with the NAR
-//! however slow the peer. Unlike an OS pipe, a failure on the writing side reaches the reader
-//! as an error, not as an end of data that would look like a complete archive.
+//! A bounded pipe between two threads of one transfer (a NAR being dumped and compressed for
+//! a peer; a download being decompressed while the archive is unpacked): at most `DEPTH`
+//! chunks in flight, so memory does not grow with the NAR. Unlike an OS pipe, a failure on
+//! the writing side reaches the reader as an error, not as an end of data that would look
+//! like a complete archive.
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
