@@ -7,12 +7,10 @@
 //! A staged path that is dropped uncommitted is removed.
 
 use std::ffi::OsStr;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use fs_err::os::unix::fs::OpenOptionsExt;
 
 use crate::add::Added;
 use crate::db::{EntryRecord, EntryRecordKind};
@@ -21,6 +19,7 @@ use crate::error::{Result, StoreError};
 use crate::hash::Blake3;
 use crate::locks::PathLock;
 use crate::nar::parse::{io_error, parse_nar, NarError, NarSink};
+use crate::nar::restore::{create_file, write_contents};
 use crate::nar::{NarDigest, NarLayout};
 use crate::output::{Provenance, Scanned};
 use crate::path::StorePath;
@@ -266,24 +265,11 @@ impl NarSink for ImportSink {
         contents: &mut dyn Read,
     ) -> Result<(), NarError> {
         let full = self.target(rel);
-        let mut file = fs_err::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&full)
-            .map_err(|e| io_error(&full, e))?;
+        let mut file = create_file(&full)?;
         let mut hasher = blake3::Hasher::new();
-        loop {
-            let n = match contents.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => return Err(NarError::Io { path: None, source }),
-            };
-            hasher.update(&self.buf[..n]);
-            file.write_all(&self.buf[..n])
-                .map_err(|e| io_error(&full, e))?;
-        }
+        write_contents(contents, &mut file, &full, &mut self.buf, |chunk| {
+            hasher.update(chunk);
+        })?;
         canon::regular(file.file(), &full, executable)
             .map_err(|e| NarError::Sink(e.to_string()))?;
         let hash = Blake3::from(hasher.finalize());

@@ -40,6 +40,15 @@ fn empty_store(dir: &tempfile::TempDir) -> Store {
     Store::init(&dir.path().join("other"), None).expect("init")
 }
 
+fn assert_verifies_clean(store: &mut Store) {
+    let options = crate::VerifyOptions {
+        check_contents: true,
+        ..Default::default()
+    };
+    let report = store.verify(&options, &Silent).expect("verify");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
 fn tmp_is_empty(store: &Store) -> bool {
     fs_err::read_dir(store.dirs().tmp())
         .expect("tmp")
@@ -67,16 +76,7 @@ fn a_nar_is_staged_committed_and_registered_with_its_signatures() {
         .expect("valid");
     assert_eq!(info.nar_hash, added.nar_hash);
     assert_eq!(info.signatures, vec!["k:c2ln".to_owned()]);
-    let report = other
-        .verify(
-            &crate::VerifyOptions {
-                check_contents: true,
-                ..Default::default()
-            },
-            &Silent,
-        )
-        .expect("verify");
-    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_verifies_clean(&mut other);
     let physical = other.dirs().physical(&added.path);
     let mode = fs_err::metadata(physical.join("bin/run"))
         .expect("stat")
@@ -177,15 +177,6 @@ fn a_damaged_path_is_replaced_in_place() {
     .expect("stage");
     store.replace_damaged(staged).expect("replace");
     assert_eq!(fs_err::read(&readme).expect("read"), b"hello\n");
-    let report = store
-        .verify(
-            &crate::VerifyOptions {
-                check_contents: true,
-                ..Default::default()
-            },
-            &Silent,
-        )
-        .expect("verify");
-    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_verifies_clean(&mut store);
     assert!(tmp_is_empty(&store));
 }

@@ -157,28 +157,9 @@ impl NarSink for RestoreSink {
         contents: &mut dyn Read,
     ) -> Result<(), NarError> {
         let full = self.target(path);
-        let mut file = fs_err::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&full)
-            .map_err(|e| io_error(&full, e))?;
+        let mut file = create_file(&full)?;
         self.created(path);
-        loop {
-            let n = match contents.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(NarError::Io {
-                        path: None,
-                        source: e,
-                    })
-                }
-            };
-            file.write_all(&self.buf[..n])
-                .map_err(|e| io_error(&full, e))?;
-        }
+        write_contents(contents, &mut file, &full, &mut self.buf, |_| {})?;
         let mode = if executable { 0o755 } else { 0o644 };
         file.set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(|e| io_error(&full, e))?;
@@ -190,6 +171,37 @@ impl NarSink for RestoreSink {
         fs_err::os::unix::fs::symlink(target, &full).map_err(|e| io_error(&full, e))?;
         self.created(path);
         Ok(())
+    }
+}
+
+/// A new file for an archive's entry, private until its contents are written.
+pub(crate) fn create_file(full: &Path) -> Result<fs_err::File, NarError> {
+    fs_err::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(full)
+        .map_err(|e| io_error(full, e))
+}
+
+/// Copies an entry's contents from the archive into `file` through `buf`, showing each chunk
+/// to `seen` (to hash it on the way).
+pub(crate) fn write_contents(
+    contents: &mut dyn Read,
+    file: &mut fs_err::File,
+    full: &Path,
+    buf: &mut [u8],
+    mut seen: impl FnMut(&[u8]),
+) -> Result<(), NarError> {
+    loop {
+        let n = match contents.read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => return Err(NarError::Io { path: None, source }),
+        };
+        seen(&buf[..n]);
+        file.write_all(&buf[..n]).map_err(|e| io_error(full, e))?;
     }
 }
 
