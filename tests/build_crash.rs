@@ -228,13 +228,7 @@ fn crash_at(t: &Template, e: &Expected, point: &str, recovery: Recovery) {
 
     match recovery {
         Recovery::Gc => {
-            noodle.ok(&["store", "gc"]);
-            let (code, problems) = noodle.verify_report(&["--check-contents"]);
-            assert!(
-                code == 0 && problems.is_empty(),
-                "{ctx}: left after gc ({code}): {problems:#?}"
-            );
-            assert_eq!(noodle.tmp_entries(), Vec::<String>::new(), "{ctx}: var/tmp");
+            noodle.assert_clean_after_gc(&ctx);
             assert_consistent(t, e, &noodle, &format!("{ctx}, after gc"));
             rebuild(e, &noodle, &channel, &ctx);
         }

@@ -185,13 +185,7 @@ fn crash_fetch(t: &Template, point: &str, recovery: Recovery) {
 
     match recovery {
         Recovery::Gc => {
-            noodle.ok(&["store", "gc"]);
-            let (code, problems) = noodle.verify_report(&["--check-contents"]);
-            assert!(
-                code == 0 && problems.is_empty(),
-                "{ctx}: left after gc ({code}): {problems:#?}"
-            );
-            assert_eq!(noodle.tmp_entries(), Vec::<String>::new(), "{ctx}: var/tmp");
+            noodle.assert_clean_after_gc(&ctx);
             refetch(t, &noodle, &ctx);
         }
         Recovery::Repair => {
@@ -314,13 +308,7 @@ fn crash_repair(t: &Template, point: &str, damage: Damage, recovery: Recovery) {
 
     match recovery {
         Recovery::Gc => {
-            noodle.ok(&["store", "gc"]);
-            let (code, problems) = noodle.verify_report(&["--check-contents"]);
-            assert!(
-                code == 0 && problems.is_empty(),
-                "{ctx}: left after gc ({code}): {problems:#?}"
-            );
-            assert_eq!(noodle.tmp_entries(), Vec::<String>::new(), "{ctx}: var/tmp");
+            noodle.assert_clean_after_gc(&ctx);
         }
         Recovery::Repair | Recovery::RerunFirst => {
             let (code, problems) = noodle.verify_report(&["--check-contents", "--repair"]);

@@ -231,12 +231,23 @@ impl Substituter {
         on_fetched: &dyn Fn(&Offer),
     ) -> Result<FetchReport> {
         let offers = self.plan(store, paths)?;
-        let mut report = FetchReport::default();
-        let mut closure_size = 0;
+        let mut report = self.fetch_offers(store, offers, progress, on_fetched)?;
         for path in paths {
-            closure_size += store.db().closure(path, false).map_or(0, |c| c.len());
+            report.already_valid += store.db().closure(path, false).map_or(0, |c| c.len());
         }
-        report.already_valid = closure_size;
+        report.already_valid -= report.fetched.len().min(report.already_valid);
+        Ok(report)
+    }
+
+    /// Downloads planned offers (a closure's missing paths) and registers them.
+    fn fetch_offers(
+        &self,
+        store: &mut Store,
+        offers: Vec<Offer>,
+        progress: &dyn Progress,
+        on_fetched: &dyn Fn(&Offer),
+    ) -> Result<FetchReport> {
+        let mut report = FetchReport::default();
         let total = offers.iter().map(|o| o.info.nar_size).sum();
         progress.phase("fetching", total);
         let dirs = store.dirs().clone();
@@ -492,10 +503,17 @@ impl noodle_store::Substitute for Substituter {
     }
 
     fn substitute(&self, store: &mut Store, paths: &[String], warn: &dyn Fn(&str)) -> Vec<String> {
+        // Each path planned on its own, so one that no cache has does not keep the others out.
         let mut available = Vec::new();
+        let mut offers: HashMap<String, Offer> = HashMap::new();
         for path in paths {
             match self.plan(store, std::slice::from_ref(path)) {
-                Ok(_) => available.push(path.clone()),
+                Ok(planned) => {
+                    available.push(path.clone());
+                    for offer in planned {
+                        offers.insert(offer.info.store_path.clone(), offer);
+                    }
+                }
                 Err(CacheError::NotFound { .. }) => {}
                 Err(e) => warn(&format!("{e}; building it instead")),
             }
@@ -503,7 +521,8 @@ impl noodle_store::Substitute for Substituter {
         if available.is_empty() {
             return Vec::new();
         }
-        match self.fetch(store, &available, &noodle_store::Silent, &|_| {}) {
+        let offers = offers.into_values().collect();
+        match self.fetch_offers(store, offers, &noodle_store::Silent, &|_| {}) {
             Ok(_) => available,
             Err(e) => {
                 warn(&format!("{e}; building instead"));

@@ -455,6 +455,18 @@ impl Noodle {
         );
     }
 
+    /// After a crash: `store gc` leaves nothing for `verify --check-contents` to find, and
+    /// nothing in var/tmp.
+    pub fn assert_clean_after_gc(&self, ctx: &str) {
+        self.ok(&["store", "gc"]);
+        let (code, problems) = self.verify_report(&["--check-contents"]);
+        assert!(
+            code == 0 && problems.is_empty(),
+            "{ctx}: left after gc ({code}): {problems:#?}"
+        );
+        assert_eq!(self.tmp_entries(), Vec::<String>::new(), "{ctx}: var/tmp");
+    }
+
     /// Valid paths according to the database.
     pub fn valid_paths(&self) -> std::collections::BTreeSet<String> {
         let conn = rusqlite::Connection::open(self.db_file()).expect("open db");
